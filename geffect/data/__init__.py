@@ -1,0 +1,1 @@
+"""geffect.data (work in progress)."""

@@ -1,0 +1,1 @@
+"""geffect.effects (work in progress)."""

@@ -1,0 +1,1 @@
+"""geffect.evaluation (work in progress)."""

@@ -1,0 +1,1 @@
+"""geffect.models (work in progress)."""

@@ -1,0 +1,1 @@
+"""geffect.objectives (work in progress)."""

@@ -1,0 +1,1 @@
+"""geffect.reporting (work in progress)."""

@@ -1,0 +1,1 @@
+"""geffect.training (work in progress)."""
