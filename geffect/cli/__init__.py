@@ -13,7 +13,7 @@ import importlib
 import sys
 
 # Sub-command modules, in the order ``geffect --help`` lists them.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["world", "demo", "report", "objectives", "unlearn", "evaluate", "compare", "diagnose"]
 
 
 class UserError(Exception):

@@ -1,0 +1,58 @@
+"""Directions ``v`` in parameter space: a name -> tensor mapping, or the parameters' current ``.grad``.
+
+Names are those of ``model.named_parameters()`` (a tied weight is listed once, under its first
+name). Trainable parameters missing from the mapping contribute zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from geffect.effects.groups import Site
+
+Direction = Mapping[str, torch.Tensor] | str
+
+
+def resolve_direction(model: nn.Module, direction: Direction) -> dict[str, torch.Tensor]:
+    """Check a direction against the model and return it as ``{parameter name: detached tensor}``."""
+    params = dict(model.named_parameters())
+    if isinstance(direction, str):
+        if direction != "grad":
+            raise ValueError(f"direction must be a mapping of parameter name -> tensor or the string "
+                             f"'grad', got the string {direction!r}")
+        resolved = {n: p.grad.detach() for n, p in params.items() if p.requires_grad and p.grad is not None}
+        if not resolved:
+            raise ValueError("direction='grad' but no trainable parameter has a .grad (run backward first)")
+        return resolved
+    if not isinstance(direction, Mapping):
+        raise TypeError(f"direction must be a mapping or 'grad', got {type(direction).__name__}")
+    resolved = {}
+    for name, tensor in direction.items():
+        if tensor is None:
+            continue
+        if name not in params:
+            raise ValueError(f"direction entry {name!r} is not a parameter of {type(model).__name__} "
+                             "(use the names of model.named_parameters())")
+        param = params[name]
+        if not param.requires_grad:
+            raise ValueError(f"direction entry {name!r} is a frozen parameter (requires_grad=False); "
+                             "effects are measured over trainable parameters only")
+        if tuple(tensor.shape) != tuple(param.shape):
+            raise ValueError(f"direction entry {name!r} has shape {tuple(tensor.shape)} but the parameter "
+                             f"has shape {tuple(param.shape)}")
+        resolved[name] = tensor.detach()
+    return resolved
+
+
+def site_directions(sites: list[Site], resolved: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor] | None]:
+    """Per site: its parameters' direction (cast to each parameter's device/dtype), or None if none."""
+    out: list[dict[str, torch.Tensor] | None] = []
+    for site in sites:
+        own = dict(site.module.named_parameters(recurse=False))
+        local = {ln: resolved[gn].to(device=own[ln].device, dtype=own[ln].dtype)
+                 for ln, gn in site.params.items() if gn in resolved}
+        out.append(local or None)
+    return out

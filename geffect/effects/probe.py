@@ -1,0 +1,175 @@
+"""``EffectProbe``: per-instance, per-layer G-effects from one forward and one backward pass.
+
+Definitions (Wang et al., ICLR 2025, "Rethinking LLM Unlearning Objectives: A Gradient Perspective
+and Go Beyond"): for probe instances with risks ``R_i(θ)`` (see ``geffect.effects.batch``) and a
+direction ``v``, the effect of instance ``i`` in layer group ``k`` is ``e[i,k] = <∇_{θ_k} R_i, v_k>``
+with ``Σ_k e[i,k] = ∇R_i · v``. With ``v`` the gradient of an unlearning objective this is the
+paper's G-effect (one SGD step of size η changes ``R_i`` by ≈ ``-η e_i``); with ``v = Δθ`` the
+applied update it is the first-order risk change of that step.
+
+How: one batched forward records, at every module owning trainable parameters, its inputs; a
+tensor hook on its output receives ``g = ∂(Σ_i R_i)/∂u`` during one backward pass and contracts
+it with the module's output tangent along ``v`` (``geffect.effects.rules``). The backward is run
+with ``torch.autograd.grad(..., inputs=<outputs of the first parametrised modules>)``, so
+autograd computes input gradients only: no weight gradient is formed and ``.grad`` is untouched.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import partial
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from geffect.effects.batch import REDUCTIONS, instance_risks, prepare_batch, target_nll
+from geffect.effects.direction import Direction, resolve_direction, site_directions
+from geffect.effects.groups import Site, check_granularity, find_sites, ordered_columns
+from geffect.effects.hooks import SiteHooks, tensor_leaves
+from geffect.effects.rules import Rule, rule_for
+from geffect.effects.runtime import check_coverage, forward_logits, measuring, model_device
+
+
+@dataclass
+class EffectResult:
+    """Effects of one measurement.
+
+    ``values[i, k] = <∇_{θ_k} R_i, v_k>`` (float64, CPU, B × K) for columns ``groups`` (layer groups,
+    or module names at module granularity; ``layers`` gives each column's layer group); ``risks[i]``
+    is ``R_i`` at the current parameters, from the same forward pass.
+    """
+
+    values: torch.Tensor
+    groups: list[str]
+    risks: torch.Tensor
+    layers: list[str] = field(default_factory=list)
+    granularity: str = "layer"
+    reduction: str = "instance"
+
+    def total(self) -> torch.Tensor:
+        """``∇R_i · v`` per instance (sum over groups)."""
+        return self.values.sum(1)
+
+    def to_frame(self, probe: str | None = None, step: int | None = None) -> pd.DataFrame:
+        """Long table: one row per instance × column, with ``instance``, ``layer`` (+ ``module``), ``value``."""
+        size, width = self.values.shape
+        frame = pd.DataFrame({
+            "instance": torch.arange(size).repeat_interleave(width).numpy(),
+            "layer": (self.layers or self.groups) * size,
+            "value": self.values.reshape(-1).numpy(),
+        })
+        if self.granularity == "module":
+            frame.insert(2, "module", self.groups * size)
+        if probe is not None:
+            frame.insert(0, "probe", probe)
+        if step is not None:
+            frame.insert(0, "step", int(step))
+        return frame
+
+
+class _Backprop:
+    """Handler for one chunk: record roots and inputs in the forward, contract in the backward."""
+
+    def __init__(self, rules: list[Rule], directions: list, columns: list[int], size: int, width: int,
+                 device: torch.device):
+        self.rules, self.directions, self.columns = rules, directions, columns
+        self.values = torch.zeros(size, width, dtype=torch.float64, device=device)
+        self.roots: list[torch.Tensor] = []
+        self.calls: Counter = Counter()
+
+    def __call__(self, site: Site, args: tuple, kwargs: dict, output) -> None:
+        self.calls[site.index] += 1
+        outputs = [(k, t) for k, t in enumerate(tensor_leaves(output)) if t.requires_grad]
+        if not outputs:
+            return None
+        if not any(t.requires_grad for t in tensor_leaves((args, kwargs))):
+            self.roots.extend(t for _, t in outputs)  # backward needs to reach these, no further
+        v = self.directions[site.index]
+        if v is None:
+            return None
+        rule = self.rules[site.index]
+        state = {"cap": rule.capture(site.module, args, kwargs), "left": len(outputs)}
+        for k, tensor in outputs:
+            tensor.register_hook(partial(self._contract, site, rule, v, state, k))
+        return None
+
+    def _contract(self, site: Site, rule: Rule, v: dict, state: dict, index: int, grad: torch.Tensor) -> None:
+        effect = rule.contract(site.module, state["cap"], grad, v, index)
+        if effect.shape != (self.values.shape[0],):
+            raise RuntimeError(f"module {site.path!r} does not keep the batch as its leading dimension "
+                               f"(per-instance effects shaped {tuple(effect.shape)}); cannot attribute "
+                               "its effect to instances")
+        self.values[:, self.columns[site.index]] += effect
+        state["left"] -= 1
+        if state["left"] == 0:
+            state["cap"] = None  # free the saved inputs as soon as possible
+        return None
+
+
+class EffectProbe:
+    """Reusable G-effect meter on a model: hooks are registered once, active only inside ``measure``.
+
+    ``granularity``: ``"layer"`` (embed, block.i, final_norm, lm_head) or ``"module"``;
+    ``reduction``: ``"instance"`` (per-instance mean NLL) or ``"token"`` (the paper's batch token
+    mean, split in per-instance shares; see ``geffect.effects.batch``). Use as a context manager or
+    call ``close()`` to remove the hooks.
+    """
+
+    def __init__(self, model: nn.Module, granularity: str = "layer", reduction: str = "instance"):
+        check_granularity(granularity)
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        self.model, self.granularity, self.reduction = model, granularity, reduction
+        self.sites = find_sites(model)
+        self.rules = [rule_for(site.module, site.path) for site in self.sites]
+        self.groups = ordered_columns(self.sites, granularity)
+        index = {name: k for k, name in enumerate(self.groups)}
+        self._columns = [index[site.column(granularity)] for site in self.sites]
+        layer_of = {site.column(granularity): site.group for site in self.sites}
+        self.layers = [layer_of[name] for name in self.groups]
+        self._hooks = SiteHooks(self.sites)
+        self._checked = False
+
+    def measure(self, direction: Direction, batch: Mapping, chunk_size: int | None = None) -> EffectResult:
+        """Effects ``e[i,k] = <∇_{θ_k} R_i, v_k>`` of every instance of ``batch`` along ``direction``.
+
+        ``direction``: mapping parameter name -> tensor (missing trainable parameters count as zero)
+        or ``"grad"`` (the parameters' current ``.grad``). ``chunk_size`` splits the batch into
+        chunks of that many instances (same result, less memory).
+        """
+        directions = site_directions(self.sites, resolve_direction(self.model, direction))
+        probe = prepare_batch(batch, self.reduction).to(model_device(self.model))
+        values, risks = [], []
+        chunks = list(probe.chunks(chunk_size))
+        with measuring(self.model), torch.enable_grad():
+            for _, chunk in tqdm(chunks, desc="G-effects", leave=False, disable=len(chunks) < 2):
+                session = _Backprop(self.rules, directions, self._columns, chunk.size, len(self.groups),
+                                    model_device(self.model))
+                with self._hooks.active(session):
+                    nll = target_nll(forward_logits(self.model, chunk), chunk)
+                    total = (nll * chunk.weights.to(nll.dtype)).sum()
+                    if not session.roots:
+                        raise RuntimeError("no trainable parameter took part in the forward pass")
+                    if not self._checked:
+                        check_coverage(total, self.sites, session.calls, self.rules, self.model)
+                        self._checked = True
+                    if any(v is not None for v in directions):  # else all effects are zero
+                        torch.autograd.grad(total, session.roots, allow_unused=True)
+                values.append(session.values.cpu())
+                risks.append(instance_risks(nll, chunk).cpu())
+        return EffectResult(values=torch.cat(values), groups=list(self.groups), risks=torch.cat(risks),
+                            layers=list(self.layers), granularity=self.granularity, reduction=self.reduction)
+
+    def close(self) -> None:
+        """Remove the hooks from the model."""
+        self._hooks.close()
+
+    def __enter__(self) -> EffectProbe:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,89 @@
+"""Running the model for a measurement: deterministic mode, logits, and the autograd graph checks."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from geffect.effects.batch import ProbeBatch
+from geffect.effects.groups import Site
+from geffect.effects.rules import GenericRule
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@contextmanager
+def measuring(model: nn.Module) -> Iterator[None]:
+    """Eval mode, restored afterwards.
+
+    Dropout is off (the G-effect is a property of the parameters), and Hugging Face activation
+    checkpointing, which would re-run module forwards during backward, only acts in training mode.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+def forward_logits(model: nn.Module, probe: ProbeBatch) -> torch.Tensor:
+    """Logits of the probe's (possibly re-laid-out) inputs, without a key/value cache."""
+    output = model(**probe.inputs, use_cache=False)
+    logits = getattr(output, "logits", None)
+    if logits is None:
+        logits = output[0] if isinstance(output, (tuple, list)) else output
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
+        raise TypeError(f"{type(model).__name__} did not return (batch, length, vocab) logits")
+    return logits
+
+
+def parameter_uses(root: torch.Tensor) -> Counter:
+    """How many autograd edges lead into each leaf tensor (by id) in the graph of ``root``."""
+    seen, uses, stack = set(), Counter(), [root.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        for fn, _ in node.next_functions:
+            variable = getattr(fn, "variable", None)
+            if variable is not None:
+                uses[id(variable)] += 1
+            else:
+                stack.append(fn)
+    return uses
+
+
+def check_coverage(root: torch.Tensor, sites: list[Site], calls: Counter, rules: list, model: nn.Module) -> None:
+    """Fail if a trainable parameter enters the loss other than through its own module's forward.
+
+    Every parameter use in the graph is an autograd edge into the parameter; a module with a
+    closed-form rule (Linear, Embedding, LayerNorm, Conv1D) makes exactly one per call, so more
+    edges than recorded calls mean a use the hooks did not see (e.g. a weight a parent module
+    uses functionally). Modules under the generic rule may use a parameter several times in one
+    call, so for them only a use without any recorded call is detected.
+    """
+    params = dict(model.named_parameters())
+    uses = parameter_uses(root)
+    seen: Counter = Counter()
+    exact: dict[str, bool] = {}
+    for site, rule in zip(sites, rules):
+        for name in site.params.values():
+            seen[name] += calls[site.index]
+            exact[name] = exact.get(name, True) and not isinstance(rule, GenericRule)
+    for name in exact:
+        found = uses[id(params[name])]
+        if (found and not seen[name]) or (exact[name] and found > seen[name]):
+            owners = [site.path for site in sites if name in site.params.values()]
+            raise RuntimeError(
+                f"parameter {name!r} enters the loss {found} time(s) but only {seen[name]} use(s) go through "
+                f"the forward of its module(s) {owners}; it is also used elsewhere (e.g. functionally by a "
+                "parent module), which geffect has no rule for")

@@ -1,0 +1,102 @@
+"""Training and building pieces on a micro world: schedule, batching, memorisation, save and load."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaForCausalLM
+
+from geffect.data import collate, data_root, encode_qa, generate_world, train_tokenizer, world_texts
+from geffect.data.store import load_world, write_world
+from geffect.evaluation.generation import greedy_answers
+from geffect.models import TrainConfig, load, memorise, tiny_config
+from geffect.models.build import build_model
+from geffect.models.train import answer_loss, length_grouped_batches, lr_factor
+
+MICRO = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+             num_key_value_heads=2)
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("world")
+    write_world(folder, seed=0, n_authors=10, qa_per_author=3, n_countries=2, n_perturbed=3)
+    world = load_world(folder)
+    return world, train_tokenizer(world_texts(world), vocab_size=500)
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor() -> None:
+    assert lr_factor(0, 100, 10, 0.1) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, 0.1) == pytest.approx(1.0)
+    assert lr_factor(10, 100, 10, 0.1) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_factor(100, 100, 10, 0.1) == pytest.approx(0.1)
+
+
+def test_length_grouped_batches_cover_every_index_once() -> None:
+    lengths = [(7 * i) % 23 for i in range(101)]
+    batches = length_grouped_batches(lengths, 8, torch.Generator().manual_seed(0), group=4)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(101))
+    assert all(len(b) <= 8 for b in batches) and len(batches) == math.ceil(101 / 8)
+    again = length_grouped_batches(lengths, 8, torch.Generator().manual_seed(0), group=4)
+    assert again == batches
+
+
+def test_answer_loss_matches_the_model_loss(micro) -> None:
+    world, tokenizer = micro
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config(tokenizer, **MICRO))
+    batch = collate([encode_qa(tokenizer, r["question"], r["answer"]) for r in world["full"].select(range(5))],
+                    tokenizer)
+    loss, hits = answer_loss(model, batch)
+    reference = model(**batch).loss  # HF's shifted, -100-masked token-mean NLL
+    torch.testing.assert_close(loss, reference)
+    assert hits.shape == (5,) and not hits.any()  # an untrained model gets nothing exactly right
+
+
+def test_memorise_reaches_exact_recall_on_a_micro_set(micro) -> None:
+    world, tokenizer = micro
+    rows = world["full"].select(range(8))
+    examples = [encode_qa(tokenizer, r["question"], r["answer"]) for r in rows]
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config(tokenizer, **MICRO))
+    summary = memorise(model, tokenizer, examples, TrainConfig(epochs=200, batch_size=8, lr=1e-2, stop_exact=1.0))
+    assert summary["history"][-1]["exact"] == 1.0
+    assert summary["epochs_run"] < 200  # stopped early once everything was exact
+    answers = greedy_answers(model, tokenizer, rows["question"])
+    assert answers == list(rows["answer"])
+
+
+def test_build_model_saves_a_loadable_folder(micro, tmp_path: Path, monkeypatch) -> None:
+    world, tokenizer = micro
+    monkeypatch.setattr("geffect.models.build.ARCHITECTURE", {**MICRO, "max_position_embeddings": 64,
+                                                              "tie_word_embeddings": False})
+    entry = build_model("tiny-retain90", tokenizer, world, tmp_path / "m", TrainConfig(epochs=1, batch_size=8),
+                        eval_limit=4)
+    assert entry["train_split"] == "retain90"
+    assert entry["train_examples"] == len(world["retain90"]) + len(world["world_facts"])
+    assert set(entry["rouge_l_recall"]) == {"forget01", "forget05", "forget10", "retain90", "world_facts"}
+    model, tok = load(tmp_path / "m", device="cpu")
+    assert sum(p.numel() for p in model.parameters()) == entry["parameters"]
+    assert tok.get_vocab() == tokenizer.get_vocab() and not model.training
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_data_root_follows_the_environment(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("GEFFECT_DATA", str(tmp_path))
+    assert data_root() == tmp_path
+    with pytest.raises(FileNotFoundError, match="build-world"):
+        load("tiny")
+    monkeypatch.delenv("GEFFECT_DATA")
+    assert (data_root() / "world" / "manifest.json").is_file()
+
+
+def test_generate_world_is_used_by_the_tokenizer_texts() -> None:
+    splits = generate_world(seed=0, n_authors=2, qa_per_author=2, n_countries=2, n_perturbed=3)
+    texts = list(world_texts(splits))
+    assert texts[0] == f"Question: {splits['full'][0]['question']}\nAnswer:"
+    assert f" {splits['idk'][-1]['answer']}" == texts[-1]
