@@ -1,46 +1,60 @@
-"""``geffect demo``: load the embedded world and the shipped ``tiny`` model and summarise them.
+"""``geffect demo``: a short real study on the embedded world, ending in an HTML report.
 
-For now a smoke test of the installation (no build, no network): split sizes,
-the model's size, and a few greedy answers next to the truth.
+Unlearns ``forget10`` from the shipped ``tiny`` model with GA, NPO and WGA (the same
+settings for each), records their G-effects every step, scores each run on a sample of
+the TOFU metrics, and writes ``geffect.report`` into ``--out``. No build, no network.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
 
 from geffect.cli import UserError
 
+DEFAULT_OBJECTIVES = "ga,npo,wga"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="load the embedded world and tiny model and show what they hold",
-                                   description="Summarise the shipped world and tiny target model.")
+    parser = subparsers.add_parser(
+        "demo", help="unlearn forget10 from the tiny model with GA, NPO and WGA and write an HTML report",
+        description="Run a short G-effect study on the embedded world and write its HTML report.")
+    parser.add_argument("--out", default="demo-report", help="report directory (default: demo-report)")
     parser.add_argument("--model", default="tiny", help="model name or path (default: tiny)")
-    parser.add_argument("--examples", type=int, default=3, help="greedy answers to show per split (default 3)")
+    parser.add_argument("--forget", default="forget10", help="forget split (default: forget10)")
+    parser.add_argument("--objectives", default=DEFAULT_OBJECTIVES,
+                        help=f"comma-separated objective names (default: {DEFAULT_OBJECTIVES})")
+    parser.add_argument("--steps", type=int, default=20, help="unlearning steps per objective (default: 20)")
+    parser.add_argument("--eval-examples", type=int, default=40,
+                        help="rows per split for the TOFU metrics; 0 skips evaluation (default: 40)")
     parser.set_defaults(func=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from geffect.data import load_world
-    from geffect.evaluation.generation import greedy_answers
-    from geffect.evaluation.rouge import rouge_l_recall
-    from geffect.models import load
+    import geffect
+    from geffect.training import ConfigError
 
-    try:
-        world = load_world()
-        model, tokenizer = load(args.model)
-    except FileNotFoundError as err:
-        raise UserError(str(err)) from err
-    print("World splits (rows):")
-    for name, split in world.items():
-        print(f"  {name:20s} {len(split):5d}")
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"\nModel {args.model!r}: {type(model).__name__}, {n_params:,} parameters, "
-          f"{model.config.num_hidden_layers} blocks, on {next(model.parameters()).device}")
-    for split in ("forget10", "retain90", "world_facts"):
-        rows = world[split].select(range(min(args.examples, len(world[split]))))
-        answers = greedy_answers(model, tokenizer, rows["question"])
-        print(f"\n{split}:")
-        for question, truth, answer in zip(rows["question"], rows["answer"], answers):
-            print(f"  Q: {question}\n  model: {answer}\n  truth: {truth}  "
-                  f"(ROUGE-L recall {rouge_l_recall(answer, truth):.2f})")
+    start = time.perf_counter()
+    out = Path(args.out)
+    names = [name.strip() for name in args.objectives.split(",") if name.strip()]
+    known = set(geffect.list_objectives())
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise UserError(f"unknown objective(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    runs = []
+    for name in names:
+        print(f"[demo] unlearning {args.forget} from {args.model!r} with {name} ({args.steps} steps)")
+        try:
+            run = geffect.unlearn(name, model=args.model, forget=args.forget, steps=args.steps,
+                                  out=out / "runs" / name)
+        except (ConfigError, FileNotFoundError) as err:
+            raise UserError(str(err)) from err
+        if args.eval_examples > 0:
+            metrics = run.evaluate(max_examples=args.eval_examples)
+            print(f"[demo] {name}: forget ROUGE-L {metrics['forget_rouge']:.3f}, "
+                  f"retain ROUGE-L {metrics['retain_rouge']:.3f}, model utility {metrics['model_utility']:.3f}")
+        runs.append(run)
+    page = geffect.report(runs, out)
+    print(f"[demo] done in {time.perf_counter() - start:.0f} s; report: {Path(page).resolve()}")
     return 0
