@@ -198,6 +198,17 @@ def test_autocast_bf16_is_close_to_float32(assert_rel_close):
     assert_rel_close(low.values, reference.values, 5e-2)
 
 
+def test_bfloat16_weights_are_close_to_float32(assert_rel_close):
+    reference_model, low_model = make_model("gpt2", torch.float32), make_model("gpt2", torch.bfloat16)
+    batch, direction = make_batch(3, 10, "left"), random_direction(reference_model)
+    with EffectProbe(reference_model) as probe:
+        reference = probe.measure(direction, batch)
+    with EffectProbe(low_model) as probe:
+        low = probe.measure({n: t.bfloat16() for n, t in direction.items()}, batch)
+    assert low.values.dtype == torch.float64
+    assert_rel_close(low.values, reference.values, 5e-2)
+
+
 def test_embedding_padding_idx_rows_have_no_effect(assert_rel_close):
     model = make_model("llama", torch.float64)
     batch = make_batch(3, 10, "right")

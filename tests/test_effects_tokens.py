@@ -15,7 +15,7 @@ CASES = [("llama", False), ("gpt2", False), ("neox", False), ("llama", True)]
 @pytest.mark.parametrize("arch,lora", CASES, ids=[f"{a}{'-lora' if lo else ''}" for a, lo in CASES])
 def test_per_token_per_layer_matches_oracle(arch, lora, dtype, assert_rel_close):
     model = make_model(arch, dtype, lora=lora)
-    batch, direction = make_batch(3, 10, "left"), random_direction(model)
+    batch, direction = make_batch(2, 10, "left"), random_direction(model)
     oracle = oracle_token_effects(model, direction, batch)
     per_layer = token_effect(model, direction, batch, granularity="layer")
     keys = ["instance", "token", "layer"]
@@ -38,6 +38,9 @@ def test_token_effects_average_to_the_instance_effect(assert_rel_close):
     assert_rel_close(tokens.groupby("instance").nll.mean().to_numpy(), result.risks, 1e-9)
     labels = batch["labels"]
     assert tokens.token_id.tolist() == labels[tokens.instance, tokens.token].tolist()
+    chunked = token_effect(model, direction, batch, chunk_size=3)
+    assert chunked[["instance", "token"]].values.tolist() == tokens[["instance", "token"]].values.tolist()
+    assert_rel_close(chunked.value.to_numpy(), tokens.value.to_numpy(), 1e-12)
 
 
 def test_module_granularity_sums_to_layers(assert_rel_close):
