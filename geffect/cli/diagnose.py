@@ -1,0 +1,68 @@
+"""``geffect diagnose path/to/module.py:loss_fn``: run a new objective beside baselines and report.
+
+The objective is checked with one dry call before any run starts; problems in it are printed
+as one line naming the function and what was expected (see ``geffect.reporting.diagnose``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from geffect.cli import UserError
+from geffect.cli.unlearn import _FLAGS, settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "diagnose",
+        help="run a new objective beside GA/NPO/WGA and write the comparison report",
+        description="Validate an objective function (one dry call on a real batch), unlearn with it and with "
+                    "baseline objectives under the same settings, and write the HTML report of all runs. "
+                    "The function has the signature of the built-ins: fn(model, forget, retain=None, "
+                    "ref_model=None, **hparams) -> geffect.objectives.ObjectiveOutput.",
+    )
+    parser.add_argument("objective", metavar="MODULE:FUNCTION",
+                        help="path/to/module.py:function, package.module:function, or a registered name")
+    parser.add_argument("--baselines", default="ga,npo,wga",
+                        help="comma-separated registered objectives to compare with (default ga,npo,wga; "
+                             "'' for none)")
+    parser.add_argument("--model", default="tiny", help="shipped model name or HF model directory (default tiny)")
+    parser.add_argument("--forget", default="forget10", help="forget split (default forget10)")
+    parser.add_argument("--steps", type=int, default=30, help="optimiser steps per run (default 30)")
+    parser.add_argument("--out", metavar="DIR", help="output directory (default runs/diagnose-<function>)")
+    parser.add_argument("--name", help="run name of the new objective (default: the function's name)")
+    for flag, (field, kind, text) in _FLAGS.items():
+        parser.add_argument(flag, dest=field, type=kind, help=text)
+    parser.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE",
+                        help="hyper-parameter of the new objective only (repeatable)")
+    parser.add_argument("--probe", action="append", default=[], metavar="NAME=SPLIT",
+                        help="probe set to record (repeatable; default forget and retain)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="fields",
+                        help="any other UnlearnConfig field as YAML, shared by all runs (repeatable)")
+    parser.add_argument("--evaluate", action="store_true", help="add TOFU metrics of every run to the report")
+    parser.add_argument("--eval-examples", type=int, metavar="N", help="rows per split for --evaluate")
+    parser.add_argument("--no-reuse", action="store_true",
+                        help="retrain baselines even if a finished run with the same settings exists")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from geffect.reporting.diagnose import ObjectiveError, diagnose
+    from geffect.training import ConfigError
+
+    if args.no_progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # e.g. "Loading weights" bars
+    fields = settings(args)
+    hparams = fields.pop("hparams", {})
+    baselines = [name.strip() for name in args.baselines.split(",") if name.strip()]
+    try:
+        path = diagnose(args.objective, baselines, out=args.out, hparams=hparams, name=args.name,
+                        evaluate=args.evaluate, eval_examples=args.eval_examples, reuse=not args.no_reuse,
+                        progress=not args.no_progress, **fields)
+    except (ConfigError, ObjectiveError, FileNotFoundError) as err:
+        raise UserError(str(err).splitlines()[0]) from None
+    print(path)
+    return 0

@@ -1,0 +1,169 @@
+"""The settings of one unlearning run, as a dataclass that round-trips through ``config.yaml``.
+
+Everything that decides what a run computes lives here (objective and its
+hyper-parameters, data splits, probes, optimiser, schedule, recording), so that a
+run directory's ``config.yaml`` is enough to reproduce it and to resume it after a
+crash. :meth:`UnlearnConfig.resolved` fills the defaults that depend on other
+fields (the retain split complementing the forget split, the default probes), and
+the resolved form is what the trainer writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from geffect.schema import DIRECTION_GRADIENT, DIRECTION_UPDATE
+
+DEFAULT_STEPS = 30
+DEFAULT_PROBE_SIZE = 32
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("constant", "linear", "cosine")
+DIRECTIONS = (DIRECTION_GRADIENT, DIRECTION_UPDATE)
+GRANULARITIES = ("layer", "module")
+CONFIG_FILE = "config.yaml"
+
+
+class ConfigError(ValueError):
+    """A run cannot start as configured (bad field, unknown objective, missing split or model):
+    a problem the user fixes; the CLI prints it as one line."""
+
+
+@dataclass
+class UnlearnConfig:
+    """All settings of an unlearning run (see the field comments; defaults suit the shipped ``tiny`` model).
+
+    ``objective`` is a registered objective name (``geffect objectives`` lists them) or
+    ``"package.module:function"`` naming an importable function with the objective signature.
+    ``probes`` maps a probe name to a split name of the data source (``None``: ``forget`` and
+    ``retain`` probes on the training splits); each probe uses ``probe_size`` instances drawn
+    with the run's seed (``None``: the whole split).
+    """
+
+    objective: str = "ga"
+    hparams: dict[str, Any] = field(default_factory=dict)  # objective keyword hyper-parameters
+    model: str = "tiny"  # shipped model name or a Hugging Face model directory
+    data: str | None = None  # None: the embedded world; else a TOFU directory or hub id
+    forget: str = "forget10"
+    retain: str | None = None  # None: the retain split complementing ``forget``
+    probes: dict[str, str] | None = None
+    probe_size: int | None = DEFAULT_PROBE_SIZE
+    probe_chunk_size: int | None = None  # instances per engine pass (memory bound); None: all
+    views: list[str] = field(default_factory=list)  # extra forget views beyond the objective's needs
+    optimizer: str = "adamw"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    max_grad_norm: float | None = None  # gradient clipping (after the gradient G-effect is recorded)
+    steps: int | None = None  # None with epochs None: DEFAULT_STEPS
+    epochs: float | None = None
+    batch_size: int = 8  # forget examples per micro-batch
+    retain_batch_size: int | None = None  # None: batch_size
+    grad_accum: int = 1  # micro-batches per optimiser step
+    seed: int = 0
+    record_every: int = 1  # record G-effects every k steps (0: never)
+    directions: list[str] = field(default_factory=lambda: list(DIRECTIONS))
+    granularity: str = "layer"  # "layer" groups or single "module"s
+    checkpoint_every: int = 50  # steps between checkpoints (the last step is always checkpointed)
+    flush_every: int = 10  # steps between record flushes to disk
+    lora: dict[str, Any] | None = None  # peft.LoraConfig keyword arguments, or None for full fine-tuning
+    trainable: list[str] | None = None  # regexes of trainable parameter names; None: objective's hint or all
+    gradient_checkpointing: bool = False
+    bf16: bool | None = None  # bf16 autocast; None: on when CUDA supports it
+    device: str | None = None  # None: CUDA when available, else CPU
+
+    # -- derived defaults -------------------------------------------------------------------
+
+    def resolved(self) -> UnlearnConfig:
+        """A validated copy with the retain split and the probes filled in."""
+        self.validate()
+        retain = self.retain if self.retain is not None else complement_split(self.forget)
+        probes = dict(self.probes) if self.probes is not None else {"forget": self.forget}
+        if self.probes is None and retain is not None:
+            probes["retain"] = retain
+        return dataclasses.replace(self, retain=retain, probes=probes)
+
+    def total_steps(self, n_forget: int) -> int:
+        """Optimiser steps of the run: ``steps``, or ``epochs`` passes over ``n_forget`` examples."""
+        if self.epochs is None:
+            return self.steps if self.steps is not None else DEFAULT_STEPS
+        per_step = self.batch_size * self.grad_accum
+        return max(1, round(self.epochs * n_forget / per_step))
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first field whose value is not allowed."""
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("granularity", self.granularity, GRANULARITIES)
+        for direction in self.directions:
+            _choice("directions", direction, DIRECTIONS)
+        for name in ("batch_size", "grad_accum", "checkpoint_every", "flush_every"):
+            _positive(name, getattr(self, name))
+        for name in ("retain_batch_size", "probe_size", "probe_chunk_size", "steps"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
+        if self.record_every < 0:
+            raise ConfigError(f"config field 'record_every' must be >= 0 (0 = never), got {self.record_every}")
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError("config fields 'steps' and 'epochs' are exclusive: set only one of them")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ConfigError(f"config field 'epochs' must be > 0, got {self.epochs}")
+        if self.lr < 0 or self.warmup_steps < 0:
+            raise ConfigError("config fields 'lr' and 'warmup_steps' must be >= 0")
+        if self.lora is not None and not isinstance(self.lora, dict):
+            raise ConfigError(f"config field 'lora' must be a mapping of peft.LoraConfig arguments, got {self.lora!r}")
+
+    # -- YAML round trip ----------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> UnlearnConfig:
+        """Build from a mapping; unknown keys are an error (a typo must not pass silently)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**values)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the config as YAML (keys in field order)."""
+        path = Path(path)
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> UnlearnConfig:
+        """Read a config written by :meth:`save` (a run directory is read at its ``config.yaml``)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / CONFIG_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"no run config at {str(path)!r}")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{str(path)!r} does not hold a mapping of config fields")
+        return cls.from_dict(values)
+
+
+def complement_split(forget: str) -> str | None:
+    """The retain split complementing a TOFU-style forget split (``forget10`` → ``retain90``)."""
+    match = re.fullmatch(r"forget(\d\d)", forget)
+    return f"retain{100 - int(match.group(1)):02d}" if match else None
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"config field {name!r} must be one of {list(allowed)}, got {value!r}")
+
+
+def _positive(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"config field {name!r} must be a positive integer, got {value!r}")

@@ -1,0 +1,134 @@
+"""``Run``: a run directory as a Python object (tables, config, status, model, evaluation).
+
+``geffect.unlearn`` returns one, and ``Run(path)`` opens any run directory, also while
+its trainer is still writing (tables are re-read on every access, so they show the rows
+flushed so far). ``.model`` rebuilds the unlearned model lazily: the base model named by
+the config, LoRA adapters if any, then the trainable parameters of the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from geffect.training import checkpoint as ckpt
+from geffect.training.config import CONFIG_FILE, UnlearnConfig
+from geffect.training.records import read_table
+from geffect.training.rundir import METRICS_FILE, STATUS_FILE, read_json, write_json
+
+
+class Run:
+    """The records and results of one unlearning run stored in ``path``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not (self.path / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"{str(self.path)!r} is not a geffect run directory (no {CONFIG_FILE})")
+        self.config = UnlearnConfig.load(self.path)
+        self._model = None
+        self._tokenizer = None
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, objective={self.config.objective!r}, status={self.status!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # -- records ------------------------------------------------------------------------------------
+
+    @property
+    def effects(self) -> pd.DataFrame:
+        """G-effects: step, probe, instance, layer, direction ("gradient"/"update"), value."""
+        return read_table(self.path, "effects")
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """One row per step: loss, loss_<part>, grad_norm, lr, risk_<probe>, risk_change_<probe>."""
+        return read_table(self.path, "history")
+
+    @property
+    def risks(self) -> pd.DataFrame:
+        """Per recorded step and probe instance: risk, risk_after, predicted_change."""
+        return read_table(self.path, "risks")
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The contents of ``run.json`` (status, step, total_steps, message, seconds)."""
+        return read_json(self.path / STATUS_FILE)
+
+    @property
+    def status(self) -> str | None:
+        """``running``, ``finished``, ``failed`` or ``diverged``."""
+        return self.info.get("status")
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """Evaluation metrics written by :meth:`evaluate` (empty before)."""
+        return read_json(self.path / METRICS_FILE)
+
+    # -- model --------------------------------------------------------------------------------------
+
+    def _load(self, device=None) -> None:
+        from geffect.training.modeling import apply_lora, default_device, load_base
+
+        latest = ckpt.latest_checkpoint(self.path)
+        if latest is None:
+            raise FileNotFoundError(f"run {str(self.path)!r} has no checkpoint to load the model from")
+        model, tokenizer = load_base(self.config, default_device(device or self.config.device))
+        model = apply_lora(model, self.config.lora)
+        params, _ = ckpt.load_checkpoint(latest[1])
+        own = dict(model.named_parameters())
+        missing = sorted(set(params) - set(own))
+        if missing:
+            raise ValueError(f"checkpoint {latest[1]} holds parameters the model lacks: {missing[:3]}")
+        import torch
+
+        with torch.no_grad():
+            for name, value in params.items():
+                own[name].copy_(value)
+        self._model, self._tokenizer = model.eval(), tokenizer
+
+    @property
+    def model(self):
+        """The unlearned model (loaded on first access, in eval mode)."""
+        if self._model is None:
+            self._load()
+        return self._model
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._load()
+        return self._tokenizer
+
+    # -- evaluation ---------------------------------------------------------------------------------
+
+    def default_retain_model(self) -> str | None:
+        """The shipped model trained without the forget split (``tiny`` → ``tiny-retain90``), if any."""
+        from geffect.models import SHIPPED_MODELS
+
+        name = f"{self.config.model}-{self.config.retain}"
+        return name if self.config.data is None and name in SHIPPED_MODELS else None
+
+    def evaluate(self, retain_model: Any = "default", **kwargs: Any) -> dict[str, Any]:
+        """TOFU metrics of the unlearned model (``geffect.evaluation.evaluate``); writes ``metrics.json``.
+
+        ``retain_model``: the model forget quality compares against — a loaded model, a name
+        for ``geffect.models.load``, ``"default"`` (the shipped retain model matching the
+        run, when there is one) or ``None`` (no forget quality). Other keywords go to
+        ``evaluate`` (e.g. ``max_examples``, ``batch_size``).
+        """
+        from geffect.evaluation import evaluate
+
+        if retain_model == "default":
+            retain_model = self.default_retain_model()
+        if self.config.data is not None:
+            kwargs.setdefault("world", self.config.data)
+        metrics = evaluate(self.model, self.tokenizer, forget_split=self.config.forget,
+                           retain_model=retain_model, **kwargs)
+        metrics = {**metrics, "objective": self.config.objective, "steps": self.info.get("step")}
+        write_json(self.path / METRICS_FILE, metrics)
+        return metrics
