@@ -198,25 +198,28 @@ defaults are hyper-parameters.''',
 OUT = Path("runs") / "03_diagnose"
 shutil.rmtree(OUT, ignore_errors=True)''',
     '''#md
-## The new objective in ten lines: unlikelihood unlearning
+## The new objective in ten lines: capped gradient difference
 
-Instead of pushing the forget NLL up without bound (GA), minimise $-\\log(1 - p_t)$ for each
-forget answer token (the *unlikelihood* loss of Welleck et al., 2020): its gradient fades once a
-token has become unlikely. A retain NLL term keeps the rest of the model in place.''',
+Gradient ascent pushes the forget NLL up without bound, which is what drives the model to
+collapse. A simple fix to try: ascend each forget instance's NLL only until it reaches a `cap`
+(in nats), and keep a retain NLL term (as gradient difference, GD, does):
+$L = \\mathbb{E}_f[\\max(0, \\mathrm{cap} - \\mathrm{NLL})] + \\lambda\\,\\mathbb{E}_r[\\mathrm{NLL}]$.
+The part `capped` logs the share of forget instances already past the cap.''',
     '''import torch
 
 from geffect.objectives import ObjectiveOutput
-from geffect.objectives.terms import instance_mean, sequence_nll, token_logprobs
+from geffect.objectives.terms import sequence_nll
 
 
-def unlikelihood(model, forget, retain, retain_weight: float = 1.0):
-    """L = E_f[mean_t -log(1 - p_t)] + retain_weight * E_r[NLL]."""
-    tokens = token_logprobs(model, forget)
-    p = tokens.logp.exp().clamp(max=1 - 1e-6)
-    per_instance = instance_mean(-torch.log1p(-p), tokens.mask)
+def capped_gd(model, forget, retain, cap: float = 3.0, retain_weight: float = 1.0):
+    """L = E_f[max(0, cap - NLL)] + retain_weight * E_r[NLL]."""
+    forget_nll = sequence_nll(model, forget)  # per-instance mean token NLL
+    per_instance = torch.relu(cap - forget_nll)
     forget_term, retain_term = per_instance.mean(), sequence_nll(model, retain).mean()
     return ObjectiveOutput(loss=forget_term + retain_weight * retain_term,
-                           parts={"forget": forget_term, "retain": retain_term}, per_instance=per_instance)''',
+                           parts={"forget": forget_term, "retain": retain_term,
+                                  "capped": (forget_nll >= cap).float().mean()},
+                           per_instance=per_instance)''',
     '''#md
 ## Mistakes are caught before anything runs
 
@@ -238,8 +241,8 @@ except ObjectiveError as err:
 ## Run the diagnosis
 
 Small settings again (6 steps, 8 probe instances per probe set). From the command line the
-same is `geffect diagnose my_objectives.py:unlikelihood --steps 6 --probe-size 8 --lr 3e-3`.''',
-    '''report = geffect.diagnose(unlikelihood, baselines=("ga", "npo", "wga"), model="tiny", forget="forget10",
+same is `geffect diagnose my_objectives.py:capped_gd --steps 6 --probe-size 8 --lr 3e-3`.''',
+    '''report = geffect.diagnose(capped_gd, baselines=("ga", "npo", "wga"), model="tiny", forget="forget10",
                           steps=6, probe_size=8, batch_size=4, lr=3e-3, out=OUT, progress=False)
 print(report)
 pd.read_csv(OUT / "summary.csv").set_index("run").T''',

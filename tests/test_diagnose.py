@@ -255,3 +255,20 @@ def test_diagnose_runs_beside_baselines_and_reports(model_dir, user_file, tmp_pa
     assert capsys.readouterr().out.strip().endswith("report.html")
     assert (out / "runs" / "ga" / "run.json").stat().st_mtime_ns == stamp
     assert (out / "runs" / "hand_ga" / "run.json").stat().st_mtime_ns != mine_stamp
+
+
+def test_epochs_replace_the_default_steps_and_settings_are_shared(model_dir, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_unlearn(objective, out, **kwargs):
+        calls.append((objective, kwargs))
+        raise RuntimeError("stop after the first run")
+
+    monkeypatch.setattr(geffect, "unlearn", fake_unlearn)
+    with pytest.raises(ObjectiveError, match="'fine' failed while unlearning .* stop after the first run"):
+        geffect.diagnose(fine, model=str(model_dir), out=tmp_path / "d", epochs=0.5, batch_size=4,
+                         hparams={"scale": 0.5}, progress=False)
+    (objective, kwargs), = calls
+    assert objective is fine and "steps" not in kwargs
+    assert kwargs == {"model": str(model_dir), "forget": "forget10", "epochs": 0.5, "batch_size": 4,
+                      "hparams": {"scale": 0.5}, "progress": False}

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "'' for none)")
     parser.add_argument("--model", default="tiny", help="shipped model name or HF model directory (default tiny)")
     parser.add_argument("--forget", default="forget10", help="forget split (default forget10)")
-    parser.add_argument("--steps", type=int, default=30, help="optimiser steps per run (default 30)")
+    parser.add_argument("--steps", type=int, help="optimiser steps per run (default 30, or use --epochs)")
     parser.add_argument("--out", metavar="DIR", help="output directory (default runs/diagnose-<function>)")
     parser.add_argument("--name", help="run name of the new objective (default: the function's name)")
     for flag, (field, kind, text) in _FLAGS.items():

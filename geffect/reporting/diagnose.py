@@ -290,7 +290,7 @@ def _clear(folder: Path) -> None:
 
 
 def diagnose(fn: Callable[..., Any] | str, baselines: Sequence[str] = DEFAULT_BASELINES, model: str = "tiny",
-             forget: str = "forget10", steps: int = 30, out: str | Path | None = None, *,
+             forget: str = "forget10", steps: int | None = 30, out: str | Path | None = None, *,
              hparams: Mapping[str, Any] | None = None, name: str | None = None, evaluate: bool = False,
              eval_examples: int | None = None, reuse: bool = True, progress: bool = True,
              **unlearn_kwargs: Any) -> Path:
@@ -302,8 +302,9 @@ def diagnose(fn: Callable[..., Any] | str, baselines: Sequence[str] = DEFAULT_BA
     ``probe_size``, ``retain``, ``data`` ...) is an ``UnlearnConfig`` field shared by all runs.
     ``fn`` is validated by :func:`check_objective` before any run starts. Runs go to
     ``out/runs/<name>`` (default ``out``: ``runs/diagnose-<name>``); with ``reuse`` a finished
-    baseline run with identical settings is kept instead of retrained. ``evaluate`` adds TOFU
-    metrics (on at most ``eval_examples`` rows per split) to the report.
+    baseline run with identical settings is kept instead of retrained (with its metrics, if it
+    has any). ``evaluate`` adds TOFU metrics (on at most ``eval_examples`` rows per split) to
+    the report. ``epochs=`` (an ``UnlearnConfig`` field) replaces ``steps``.
     """
     import geffect
     from geffect.training import ConfigError
@@ -313,7 +314,11 @@ def diagnose(fn: Callable[..., Any] | str, baselines: Sequence[str] = DEFAULT_BA
     spec = _spec(fn)
     baselines = [b for b in dict.fromkeys(baselines) if not (b == spec.name and spec.fn is fn)]
     label = _label(name or spec.name, baselines)
-    shared = {"model": model, "forget": forget, "steps": steps, **unlearn_kwargs}
+    if unlearn_kwargs.get("epochs") is not None:
+        steps = None  # a run length in epochs replaces the default step count
+    shared = {"model": model, "forget": forget, **unlearn_kwargs}
+    if steps is not None:
+        shared["steps"] = steps
     check_objective(fn, hparams=hparams, **shared)
 
     folder = Path(out) if out is not None else Path("runs") / f"diagnose-{label}"
