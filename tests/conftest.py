@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: a relative-error assertion for comparing engine outputs with oracles."""
+"""Shared pytest fixtures: a relative-error assertion for engine-vs-oracle checks, synthetic runs for reporting."""
 
 from __future__ import annotations
 
@@ -19,3 +19,19 @@ def _assert_rel_close(actual, expected, rtol: float) -> None:
 @pytest.fixture
 def assert_rel_close():
     return _assert_rel_close
+
+
+@pytest.fixture(scope="module")
+def ga():
+    """A synthetic GA run with planted structure (see ``geffect.reporting.synthetic``)."""
+    from geffect.reporting.synthetic import synthetic_run
+
+    return synthetic_run("ga")
+
+
+@pytest.fixture(scope="module")
+def wga():
+    """A synthetic WGA run: every second step recorded, 5x less retain damage."""
+    from geffect.reporting.synthetic import synthetic_run
+
+    return synthetic_run("wga", retain_level=0.2, seed=1, record_every=2)

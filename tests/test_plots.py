@@ -19,22 +19,11 @@ from geffect.reporting.style import color_for, effect_label, ordered_layers, sym
 from geffect.reporting.synthetic import (
     FORGET_WEIGHTS,
     RETAIN_WEIGHTS,
-    synthetic_run,
     write_run_dir,
 )
 
 LAYERS = ["embed", "block.0", "block.1", "block.2", "block.3", "final_norm", "lm_head"]
 
-
-@pytest.fixture(scope="module")
-def ga():
-    return synthetic_run("ga")
-
-
-@pytest.fixture(scope="module")
-def wga():
-    # every second step recorded, 5x less retain damage
-    return synthetic_run("wga", retain_level=0.2, seed=1, record_every=2)
 
 
 def render(fig, tmp_path, name="fig.png", dpi=40):

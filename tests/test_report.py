@@ -21,16 +21,6 @@ from geffect.reporting.diagnosis import concentration, decay_step, findings_fram
 from geffect.reporting.synthetic import synthetic_run, write_run_dir
 
 
-@pytest.fixture(scope="module")
-def ga():
-    return synthetic_run("ga")
-
-
-@pytest.fixture(scope="module")
-def wga():
-    return synthetic_run("wga", retain_level=0.2, seed=1, record_every=2)
-
-
 def sentence(found, run, topic):
     matches = [f for f in found if f.run == run and f.topic == topic]
     assert len(matches) == 1, [(f.run, f.topic) for f in found]
