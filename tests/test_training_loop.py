@@ -81,6 +81,22 @@ def test_sgd_update_effect_is_minus_lr_times_gradient_effect(sgd_run):
     assert (update + 0.5 * grad).abs().max() <= 1e-4 * grad.abs().max()
 
 
+def test_clipping_leaves_the_recorded_gradient_unclipped(tmp_path, monkeypatch):
+    """With clipping the update is -lr·c·g (c < 1) while the gradient direction stays g itself."""
+    plain = run_toy(tmp_path / "plain", monkeypatch, optimizer="sgd", lr=0.5, steps=1)
+    clipped = run_toy(tmp_path / "clipped", monkeypatch, optimizer="sgd", lr=0.5, steps=1, max_grad_norm=0.01)
+    norm = float(clipped.history["grad_norm"].iloc[0])
+    assert norm > 0.01  # clipping really happens
+    keys = ["probe", "instance", "layer"]
+
+    def values(run, direction):
+        return run.effects.query(f"direction == '{direction}'").set_index(keys)["value"]
+
+    assert np.allclose(values(clipped, "gradient"), values(plain, "gradient"), rtol=1e-9, atol=0)
+    expected = -0.5 * (0.01 / norm) * values(clipped, "gradient")
+    assert (values(clipped, "update") - expected).abs().max() <= 1e-3 * expected.abs().max()
+
+
 def test_risks_chain_and_first_order_prediction(sgd_run):
     risks = sgd_run.risks.set_index(["probe", "instance", "step"]).sort_index()
     # the risk before step s+1 is the risk after step s (θ_{s+1} measured twice, via two paths)

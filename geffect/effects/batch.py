@@ -18,6 +18,12 @@ their order) and explicit ``position_ids`` equal to the original ones: every rea
 exactly the same tokens at the same positions as in the original call, and no row is fully
 masked. Batches without interior/left padding keep their layout. Position ids are always passed
 explicitly, one row per instance (same values as the model's default ``arange``).
+
+Only the logits that predict a label are needed, so the engine asks the model for those
+positions alone (Hugging Face's ``logits_to_keep`` with one row of positions per instance,
+padded by repeating a row's last one): the head, the softmax and their contractions then cost
+in proportion to the label tokens rather than to the padded length. A model that ignores the
+argument returns all positions, which is recognised by the shape and handled the same way.
 """
 
 from __future__ import annotations
@@ -39,7 +45,9 @@ class ProbeBatch:
 
     ``rows``/``cols`` index the logits (in the possibly re-laid-out batch) that predict
     ``target_ids``; ``positions`` are the labels' positions in the caller's layout and
-    ``weights`` the factors turning token NLLs into per-instance risks.
+    ``weights`` the factors turning token NLLs into per-instance risks. ``keep`` (B × K) lists
+    each row's predicting positions (``None`` when that would not be shorter than the batch) and
+    ``slots`` each target's index in its row of ``keep``.
     """
 
     inputs: dict[str, torch.Tensor]
@@ -49,12 +57,16 @@ class ProbeBatch:
     positions: torch.Tensor
     weights: torch.Tensor
     size: int
+    keep: torch.Tensor | None = None
+    slots: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> ProbeBatch:
         moved = {k: v.to(device) for k, v in self.inputs.items()}
+        keep = None if self.keep is None else self.keep.to(device)
+        slots = None if self.slots is None else self.slots.to(device)
         return replace(self, inputs=moved, rows=self.rows.to(device), cols=self.cols.to(device),
                        target_ids=self.target_ids.to(device), positions=self.positions.to(device),
-                       weights=self.weights.to(device))
+                       weights=self.weights.to(device), keep=keep, slots=slots)
 
     def chunks(self, chunk_size: int | None) -> Iterator[tuple[int, ProbeBatch]]:
         """Consecutive row chunks ``(first_row, sub_batch)``; risk weights stay those of the whole batch."""
@@ -69,7 +81,9 @@ class ProbeBatch:
             inputs = {k: v[start:stop] for k, v in self.inputs.items()}
             yield start, ProbeBatch(inputs=inputs, rows=self.rows[keep] - start, cols=self.cols[keep],
                                     target_ids=self.target_ids[keep], positions=self.positions[keep],
-                                    weights=self.weights[keep], size=stop - start)
+                                    weights=self.weights[keep], size=stop - start,
+                                    keep=None if self.keep is None else self.keep[start:stop],
+                                    slots=None if self.slots is None else self.slots[keep])
 
 
 def _tensor(batch: Mapping, key: str) -> torch.Tensor:
@@ -126,8 +140,23 @@ def prepare_batch(batch: Mapping, reduction: str = "instance") -> ProbeBatch:
         where = torch.argsort(order, dim=1)  # original position -> new position
         inputs = {key: value.gather(1, order) for key, value in inputs.items()}
         cols_new = where[rows, cols]
+    keep, slots = _kept_positions(rows, cols_new, counts, size, length)
     return ProbeBatch(inputs=inputs, rows=rows, cols=cols_new, target_ids=target_ids,
-                      positions=cols + 1, weights=weights, size=size)
+                      positions=cols + 1, weights=weights, size=size, keep=keep, slots=slots)
+
+
+def _kept_positions(rows: torch.Tensor, cols: torch.Tensor, counts: torch.Tensor, size: int,
+                    length: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Per row, the positions whose logits predict a label (``rows`` sorted), padded by repetition."""
+    width = int(counts.max())
+    if width >= length:
+        return None, None
+    starts = torch.cumsum(counts, 0) - counts
+    slots = torch.arange(rows.numel(), device=rows.device) - starts[rows]
+    last = cols[starts + counts - 1]
+    keep = last.unsqueeze(1).expand(size, width).clone()
+    keep[rows, slots] = cols
+    return keep, slots
 
 
 def target_nll(logits: torch.Tensor, probe: ProbeBatch) -> torch.Tensor:
@@ -138,13 +167,15 @@ def target_nll(logits: torch.Tensor, probe: ProbeBatch) -> torch.Tensor:
     exactly zero gradient.
     """
     size, length, vocab = logits.shape
+    kept = probe.keep is not None and length == probe.keep.shape[1]
+    cols = probe.slots if kept else probe.cols
     targets = torch.full((size, length), IGNORE_INDEX, dtype=torch.long, device=logits.device)
-    targets[probe.rows, probe.cols] = probe.target_ids
+    targets[probe.rows, cols] = probe.target_ids
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     nll = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), ignore_index=IGNORE_INDEX,
                           reduction="none")
-    return nll[probe.rows * length + probe.cols]
+    return nll[probe.rows * length + cols]
 
 
 def instance_risks(nll: torch.Tensor, probe: ProbeBatch) -> torch.Tensor:

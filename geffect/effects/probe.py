@@ -72,12 +72,16 @@ class EffectResult:
 
 
 class _Backprop:
-    """Handler for one chunk: record roots and inputs in the forward, contract in the backward."""
+    """Handler for one chunk: record roots and inputs in the forward, contract in the backward.
 
-    def __init__(self, rules: list[Rule], directions: list, columns: list[int], size: int, width: int,
+    ``directions[d][site]`` is direction ``d``'s tensors for a site (None if it has none);
+    ``values[d]`` collects that direction's B × K effects.
+    """
+
+    def __init__(self, rules: list[Rule], directions: list[list], columns: list[int], size: int, width: int,
                  device: torch.device):
         self.rules, self.directions, self.columns = rules, directions, columns
-        self.values = torch.zeros(size, width, dtype=torch.float64, device=device)
+        self.values = torch.zeros(len(directions), size, width, dtype=torch.float64, device=device)
         self.roots: list[torch.Tensor] = []
         self.calls: Counter = Counter()
 
@@ -88,25 +92,30 @@ class _Backprop:
             return None
         if not any(t.requires_grad for t in tensor_leaves((args, kwargs))):
             self.roots.extend(t for _, t in outputs)  # backward needs to reach these, no further
-        v = self.directions[site.index]
-        if v is None:
+        vs = [per_site[site.index] for per_site in self.directions]
+        if all(v is None for v in vs):
             return None
         rule = self.rules[site.index]
-        state = {"cap": rule.capture(site.module, args, kwargs), "left": len(outputs)}
+        cap = rule.capture(site.module, args, kwargs)
+        # one shallow copy of the capture per direction: tangent caches are per direction
+        state = {"caps": [cap] if len(vs) == 1 else [dict(cap) for _ in vs], "left": len(outputs)}
         for k, tensor in outputs:
-            tensor.register_hook(partial(self._contract, site, rule, v, state, k))
+            tensor.register_hook(partial(self._contract, site, rule, vs, state, k))
         return None
 
-    def _contract(self, site: Site, rule: Rule, v: dict, state: dict, index: int, grad: torch.Tensor) -> None:
-        effect = rule.contract(site.module, state["cap"], grad, v, index)
-        if effect.shape != (self.values.shape[0],):
-            raise RuntimeError(f"module {site.path!r} does not keep the batch as its leading dimension "
-                               f"(per-instance effects shaped {tuple(effect.shape)}); cannot attribute "
-                               "its effect to instances")
-        self.values[:, self.columns[site.index]] += effect
+    def _contract(self, site: Site, rule: Rule, vs: list, state: dict, index: int, grad: torch.Tensor) -> None:
+        effects = rule.contract_many(site.module, state["caps"], grad, vs, index)
+        for d, effect in enumerate(effects):
+            if effect is None:
+                continue
+            if effect.shape != (self.values.shape[1],):
+                raise RuntimeError(f"module {site.path!r} does not keep the batch as its leading dimension "
+                                   f"(per-instance effects shaped {tuple(effect.shape)}); cannot attribute "
+                                   "its effect to instances")
+            self.values[d, :, self.columns[site.index]] += effect
         state["left"] -= 1
         if state["left"] == 0:
-            state["cap"] = None  # free the saved inputs as soon as possible
+            state["caps"] = None  # free the saved inputs as soon as possible
         return None
 
 
@@ -141,13 +150,26 @@ class EffectProbe:
         or ``"grad"`` (the parameters' current ``.grad``). ``chunk_size`` splits the batch into
         chunks of that many instances (same result, less memory).
         """
-        directions = site_directions(self.sites, resolve_direction(self.model, direction))
+        return self.measure_many({"direction": direction}, batch, chunk_size)["direction"]
+
+    def measure_many(self, directions: Mapping[str, Direction], batch: Mapping,
+                     chunk_size: int | None = None) -> dict[str, EffectResult]:
+        """``measure`` for several named directions from the same forward and backward pass.
+
+        The backward's output gradients are contracted with each direction in turn, so e.g. the
+        objective gradient and the applied update cost one pass, not two. Returns name -> result
+        (all share ``risks``).
+        """
+        if not isinstance(directions, Mapping) or not directions:
+            raise TypeError("directions must be a non-empty mapping of name -> direction")
+        names = list(directions)
+        per_site = [site_directions(self.sites, resolve_direction(self.model, directions[n])) for n in names]
         probe = prepare_batch(batch, self.reduction).to(model_device(self.model))
         values, risks = [], []
         chunks = list(probe.chunks(chunk_size))
         with measuring(self.model), torch.enable_grad():
             for _, chunk in tqdm(chunks, desc="G-effects", leave=False, disable=len(chunks) < 2):
-                session = _Backprop(self.rules, directions, self._columns, chunk.size, len(self.groups),
+                session = _Backprop(self.rules, per_site, self._columns, chunk.size, len(self.groups),
                                     model_device(self.model))
                 with self._hooks.active(session):
                     nll = target_nll(forward_logits(self.model, chunk), chunk)
@@ -157,12 +179,15 @@ class EffectProbe:
                     if not self._checked:
                         check_coverage(total, self.sites, session.calls, self.rules, self.model)
                         self._checked = True
-                    if any(v is not None for v in directions):  # else all effects are zero
+                    if any(v is not None for dirs in per_site for v in dirs):  # else all effects are zero
                         torch.autograd.grad(total, session.roots, allow_unused=True)
                 values.append(session.values.cpu())
                 risks.append(instance_risks(nll, chunk).cpu())
-        return EffectResult(values=torch.cat(values), groups=list(self.groups), risks=torch.cat(risks),
-                            layers=list(self.layers), granularity=self.granularity, reduction=self.reduction)
+        stacked, risk = torch.cat(values, dim=1), torch.cat(risks)
+        return {name: EffectResult(values=stacked[d], groups=list(self.groups), risks=risk,
+                                   layers=list(self.layers), granularity=self.granularity,
+                                   reduction=self.reduction)
+                for d, name in enumerate(names)}
 
     def close(self) -> None:
         """Remove the hooks from the model."""

@@ -10,9 +10,17 @@ the inputs held fixed. Rules compute ``δu`` and that contraction from the modul
 - GPT-2 ``Conv1D`` (``u = x W + b``): the same with ``V`` transposed;
 - ``nn.Embedding``: ``δu_t = V[token_t]`` (zero at ``padding_idx``, whose gradient is zero);
 - ``nn.LayerNorm``: ``δu = n(x) ⊙ v_w + v_b`` with ``n`` the normalisation;
-- anything else (RMSNorm variants, custom modules): an exact generic fallback, the Jacobian-vector
-  product of ``torch.func.functional_call(module, params, inputs)`` with respect to its params
-  (forward-mode AD with dual parameters).
+- RMSNorm variants (``u = w ⊙ n(x)`` as in Llama, or ``(1 + w) ⊙ n(x)`` as in Gemma):
+  ``δu = v_w ⊙ n(x)``, after checking once per module, against its own forward at random
+  weights, which form and precision recipe it follows;
+- anything else (and an RMSNorm that fits no known form): an exact generic fallback, the
+  Jacobian-vector product of ``torch.func.functional_call(module, params, inputs)`` with respect
+  to its params (forward-mode AD with dual parameters).
+
+Several directions at once (``contract_many``): a Linear layer whose per-instance weight
+gradients ``G_i = Σ_t g_{i,t} x_{i,t}ᵀ`` are small next to its activations forms them once
+(one batched matmul) and takes one inner product per direction, instead of one ``g V x``
+contraction per direction.
 
 Pairwise effects ``<∇ℓ_j, ∇R_i>`` need, per module, the inner product of two per-instance weight
 gradients ``G_j = Σ_t g_{j,t} x_{j,t}ᵀ``. Linear layers pick the cheaper exact route: the Gram
@@ -43,6 +51,11 @@ except ImportError:  # pragma: no cover - transformers is a hard dependency
 PAIR_BUDGET = 1 << 25
 # Linear-layer pairwise route: "auto" (cheaper by flop count), "gram" or "dense" (for tests).
 PAIR_ROUTE = "auto"
+# Several directions: a Linear layer forms per-instance weight gradients (B x d_out x d_in) when
+# they have at most MANY_BUDGET elements or at most MANY_FACTOR times those of its input and
+# output gradient together, so memory stays bounded and in proportion to a normal backward.
+MANY_BUDGET = 1 << 25
+MANY_FACTOR = 4
 
 
 class NoRuleError(RuntimeError):
@@ -113,6 +126,14 @@ class Rule:
             cap["tangents"] = tensor_leaves(self.tangent(module, cap, v))
         return rowdot(g, cap["tangents"][index])
 
+    def contract_many(self, module: nn.Module, caps: list[dict], g: torch.Tensor,
+                      vs: list[dict[str, torch.Tensor] | None], index: int = 0) -> list[torch.Tensor | None]:
+        """``contract`` for several directions (``None`` where a direction misses this module).
+
+        ``caps[d]`` is direction ``d``'s own shallow copy of one capture (tangent caches differ).
+        """
+        return [None if v is None else self.contract(module, cap, g, v, index) for cap, v in zip(caps, vs)]
+
     def instance_grads(self, module: nn.Module, cap: dict, g: torch.Tensor,
                        names: list[str]) -> dict[str, torch.Tensor]:
         """Per-instance gradients ``(B, *param.shape)`` of ``Σ_t <g_t, u_t>`` w.r.t. the named params."""
@@ -167,6 +188,36 @@ class LinearRule(Rule):
             summed = g.reshape(g.shape[0], -1, g.shape[-1]).sum(1, dtype=_wide(g.dtype))
             total += (summed @ bias.to(summed.dtype)).double()
         return total
+
+    def contract_many(self, module, caps, g, vs, index=0):
+        weights = [None if v is None else self._weight(v) for v in vs]
+        x = caps[0]["x"]
+        size, d_in, d_out = g.shape[0], x.shape[-1], g.shape[-1]
+        # Per-instance gradients cost one contraction's flops, then a matrix-vector product per
+        # direction: with 2+ directions they pay off when their memory is acceptable (see above);
+        # for one direction only when they are small next to the activations (measured on CPU).
+        elements = size * d_in * d_out
+        relative = elements <= MANY_FACTOR * (x.numel() + g.numel())
+        count = sum(w is not None for w in weights)
+        if count == 0 or not (relative or (count > 1 and elements <= MANY_BUDGET)):
+            return super().contract_many(module, caps, g, vs, index)
+        _check_version(caps[0], type(module).__name__)
+        wide = _wide(g.dtype)
+        g3 = g.reshape(size, -1, d_out)
+        grads = (g3.transpose(1, 2) @ x.reshape(size, -1, d_in).to(g.dtype)).reshape(size, -1).to(wide)
+        summed = g3.sum(1, dtype=wide) if any(v is not None and "bias" in v for v in vs) else None
+        out: list[torch.Tensor | None] = []
+        for v, weight in zip(vs, weights):
+            if v is None:
+                out.append(None)
+                continue
+            total = torch.zeros(size, dtype=torch.float64, device=g.device)
+            if weight is not None:
+                total += (grads @ weight.reshape(-1).to(wide)).double()
+            if "bias" in v:
+                total += (summed @ v["bias"].to(wide)).double()
+            out.append(total)
+        return out
 
     def instance_grads(self, module, cap, g, names):
         x = cap["x"].reshape(g.shape[0], -1, cap["x"].shape[-1]).to(g.dtype)
@@ -331,6 +382,98 @@ class GenericRule(Rule):
                               f"forward-mode fallback failed with {type(error).__name__}: {error}") from error
 
 
+class RMSNormRule(GenericRule):
+    """RMSNorm variants with one weight: ``u = w ⊙ n(x)`` or ``u = (1 + w) ⊙ n(x)``, so ``δu = v_w ⊙ n(x)``.
+
+    ``n(x) = x / sqrt(mean(x²) + ε)``, computed in float32 (as Llama and most HF models do, whatever
+    the input dtype) or in the input's own precision. Which form and recipe a module follows is
+    checked once, against the module's forward at random weights (matching to a few ulps of the
+    output dtype); a module that fits none keeps the generic rule. One instance per module.
+    """
+
+    RECIPES = ("float32", "native")
+    FORMS = ("scale", "one_plus")
+
+    def __init__(self) -> None:
+        self.recipe: str | None = None  # None: not checked yet; "": checked, fits no form
+
+    @staticmethod
+    def epsilon(module: nn.Module) -> float | None:
+        for name in ("variance_epsilon", "eps", "epsilon"):
+            value = getattr(module, name, None)
+            if isinstance(value, float):
+                return value
+        return None
+
+    def capture(self, module, args, kwargs):
+        cap = super().capture(module, args, kwargs)
+        if len(args) + len(kwargs) == 1:
+            cap["x"] = (args[0] if args else next(iter(kwargs.values()))).detach()
+        return cap
+
+    def _normalised(self, cap: dict, eps: float, recipe: str) -> torch.Tensor:
+        x = cap["x"]
+        work = torch.float32 if recipe == "float32" else torch.promote_types(x.dtype, torch.float32)
+        h = x.to(work)
+        return (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+    def _check(self, module: nn.Module, cap: dict) -> str:
+        """The recipe/form this module follows, found once from its forward at random weights."""
+        if self.recipe is not None:
+            return self.recipe
+        self.recipe, eps, x = "", self.epsilon(module), cap.get("x")
+        if eps is None or not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            return self.recipe
+        weight = module.weight
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        trial = (torch.rand(weight.shape, generator=generator, dtype=torch.float64) + 0.5).to(weight)
+        try:
+            with suspended(), _replay(cap), torch.no_grad():
+                actual = functional_call(module, {"weight": trial}, (x,))
+        except Exception:  # noqa: BLE001 - an unusual forward simply keeps the generic rule
+            return self.recipe
+        if not isinstance(actual, torch.Tensor) or actual.shape != x.shape:
+            return self.recipe
+        tol = 8 * torch.finfo(actual.dtype).eps
+        for recipe in self.RECIPES:
+            n = self._normalised(cap, eps, recipe)
+            for form in self.FORMS:
+                scale = trial if form == "scale" else 1 + trial
+                if torch.allclose((scale * n).double(), actual.double(), rtol=tol, atol=tol):
+                    self.recipe = f"{recipe}:{form}"
+                    return self.recipe
+        return self.recipe
+
+    def tangent(self, module, cap, v, in_dual_level=False):
+        if in_dual_level or not self._check(module, cap) or "weight" not in v:
+            return super().tangent(module, cap, v, in_dual_level)
+        _check_version(cap, type(module).__name__)
+        recipe = self.recipe.split(":")[0]
+        return v["weight"] * self._normalised(cap, self.epsilon(module), recipe)
+
+    def instance_grads(self, module, cap, g, names):
+        if names != ["weight"] or not self._check(module, cap):
+            return super().instance_grads(module, cap, g, names)
+        n = self._normalised(cap, self.epsilon(module), self.recipe.split(":")[0])
+        wide = _wide(g.dtype)
+        return {"weight": (g.to(wide) * n.to(wide)).sum(tuple(range(1, g.dim() - 1)))}
+
+    def contract_many(self, module, caps, g, vs, index=0):
+        """``Σ_t <g_t, v ⊙ n(x_t)> = <Σ_t g_t ⊙ n(x_t), v>``: one reduction shared by all directions."""
+        if not self._check(module, caps[0]) or any(v is not None and set(v) != {"weight"} for v in vs):
+            return super().contract_many(module, caps, g, vs, index)
+        _check_version(caps[0], type(module).__name__)
+        grad = self.instance_grads(module, caps[0], g, ["weight"])["weight"]
+        return [None if v is None else (grad @ v["weight"].to(grad.dtype)).double() for v in vs]
+
+
+def _is_rms_norm(module: nn.Module) -> bool:
+    """One vector ``weight`` and a class named ``*RMSNorm`` (the form itself is checked later)."""
+    own = dict(module.named_parameters(recurse=False))
+    return (type(module).__name__.lower().endswith("rmsnorm") and list(own) == ["weight"]
+            and own["weight"].dim() == 1 and RMSNormRule.epsilon(module) is not None)
+
+
 def _tangents_of(out):
     """Forward-mode tangents of a (nested) output, zeros where none flowed."""
     if isinstance(out, torch.Tensor):
@@ -399,4 +542,6 @@ def rule_for(module: nn.Module, where: str = "") -> Rule:
         return EMBEDDING
     if _plain(module, nn.LayerNorm):
         return LAYER_NORM
+    if _is_rms_norm(module):
+        return RMSNormRule()
     return GENERIC

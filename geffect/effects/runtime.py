@@ -35,13 +35,28 @@ def measuring(model: nn.Module) -> Iterator[None]:
 
 
 def forward_logits(model: nn.Module, probe: ProbeBatch) -> torch.Tensor:
-    """Logits of the probe's (possibly re-laid-out) inputs, without a key/value cache."""
-    output = model(**probe.inputs, use_cache=False)
+    """Logits of the probe's (possibly re-laid-out) inputs, without a key/value cache.
+
+    Only at the positions that predict labels (``probe.keep``) when the model honours
+    ``logits_to_keep``; otherwise at every position (``target_nll`` tells them apart by shape).
+    """
+    extra = {} if probe.keep is None else {"logits_to_keep": probe.keep}
+    try:
+        output = model(**probe.inputs, use_cache=False, **extra)
+    except TypeError as error:
+        if not extra or "logits_to_keep" not in str(error):
+            raise
+        output = model(**probe.inputs, use_cache=False)
     logits = getattr(output, "logits", None)
     if logits is None:
         logits = output[0] if isinstance(output, (tuple, list)) else output
     if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
         raise TypeError(f"{type(model).__name__} did not return (batch, length, vocab) logits")
+    length = probe.inputs["input_ids"].shape[1]
+    if logits.shape[1] != length and (probe.keep is None or logits.shape[1] != probe.keep.shape[1]):
+        raise TypeError(f"{type(model).__name__} returned logits for {logits.shape[1]} positions; expected "
+                        f"{length} (all) or {probe.keep.shape[1] if probe.keep is not None else length} "
+                        "(those asked for with logits_to_keep)")
     return logits
 
 

@@ -5,9 +5,9 @@ Users of existing unlearning trainers (built on ``transformers.Trainer``) add
 ``geffect.unlearn``: ``effects`` (directions ``gradient`` and ``update``), ``risks`` and a
 ``history`` of per-probe risks and the learning rate. The callback uses two events of the
 training loop (transformers 5): ``on_pre_optimizer_step`` (gradients accumulated, and
-clipped if ``max_grad_norm > 0``; parameters still θ_s) measures the gradient direction
-and snapshots θ_s; ``on_optimizer_step`` (right after ``optimizer.step()``) measures the
-applied update at θ_s (see :mod:`geffect.training.recording`). Note the gradient seen there
+clipped if ``max_grad_norm > 0``; parameters still θ_s) keeps the gradient and snapshots θ_s;
+``on_optimizer_step`` (right after ``optimizer.step()``) measures the gradient direction and
+the applied update at θ_s in one pass (see :mod:`geffect.training.recording`). Note the gradient seen there
 is the one the optimiser uses: set ``max_grad_norm=0`` for the unclipped objective gradient.
 Gradients must live in ``.grad`` (plain, DDP or LoRA training; not DeepSpeed ZeRO / FSDP).
 """
@@ -108,7 +108,6 @@ class GEffectCallback(TrainerCallback):
         if self.recorder is None or step % self.record_every:
             return
         record = self.recorder.before_step(step)
-        self._complete_pending(record.risk)
         row: dict[str, Any] = {"step": step}
         if lr_scheduler is not None:
             row["lr"] = float(lr_scheduler.get_last_lr()[0])
@@ -120,6 +119,7 @@ class GEffectCallback(TrainerCallback):
         record, row = self._current
         self._current = None
         self.recorder.after_step()
+        self._complete_pending(record.risk)
         nxt = state.global_step + 1
         if nxt % self.record_every == 0 and (not state.max_steps or nxt < state.max_steps):
             self._pending = (record, row)

@@ -4,16 +4,18 @@ Hugging Face callback.
 At a recorded step ``s`` with parameters θ_s and accumulated objective gradient g_s:
 
 * :meth:`StepRecorder.before_step` (after ``backward``, before clipping and ``optimizer.step``)
-  measures, for each probe instance i and layer group k, the G-effect
-  ``e[i,k] = <∇_k R_i(θ_s), g_s,k>`` (Wang et al., ICLR 2025, direction ``"gradient"``) with one
-  reusable :class:`geffect.effects.EffectProbe`; the same forward gives R_i(θ_s). It also
-  snapshots the trainable parameters.
+  keeps the objective gradient g_s (a reference to ``.grad``, or a copy if the caller changes
+  ``.grad`` in place before stepping, e.g. by clipping) and snapshots the trainable parameters.
 * :meth:`StepRecorder.after_step` (after ``optimizer.step``) forms the applied update
   Δθ = θ_{s+1} − θ_s, swaps the parameters back to θ_s (a pointer swap, no copy, so θ_{s+1} is
-  restored bit for bit), measures ``<∇_k R_i(θ_s), Δθ_k>`` (direction ``"update"``), and swaps
-  back. The gradient is taken at θ_s on purpose: then Σ_k of the update effect is the
-  first-order Taylor prediction of R_i(θ_{s+1}) − R_i(θ_s), the ``predicted_change`` that
-  ``risks.parquet`` puts beside the observed change.
+  restored bit for bit) and measures, with one reusable :class:`geffect.effects.EffectProbe`
+  and in one forward/backward pass (``measure_many``), for each probe instance i and layer
+  group k both the G-effect ``e[i,k] = <∇_k R_i(θ_s), g_s,k>`` (Wang et al., ICLR 2025,
+  direction ``"gradient"``) and ``<∇_k R_i(θ_s), Δθ_k>`` (direction ``"update"``); the same
+  forward gives R_i(θ_s). Then it swaps back. The gradient is taken at θ_s on purpose: then
+  Σ_k of the update effect is the first-order Taylor prediction of R_i(θ_{s+1}) − R_i(θ_s),
+  the ``predicted_change`` that ``risks.parquet`` puts beside the observed change. (Recording
+  only the gradient direction measures in ``before_step`` and needs no snapshot.)
 * R_i(θ_{s+1}), for the observed change, comes free from the next step's measurement when the
   next step is recorded too; otherwise :meth:`StepRecorder.risks` runs one no-grad forward at
   θ_{s+1}. Until then the step's records are *pending* (:class:`StepRecord`).
@@ -31,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from geffect.effects.direction import resolve_direction
 from geffect.schema import DIRECTION_GRADIENT, DIRECTION_UPDATE, IGNORE_INDEX
 from geffect.training.data import ProbeSet, to_device
 
@@ -57,36 +60,38 @@ class StepRecord:
         return self.risk_after is not None
 
     def effects_frame(self) -> pd.DataFrame:
-        """Long rows: step, probe, instance, layer, direction, value."""
-        frames = []
-        for (probe, direction), values in self.values.items():
-            n, k = values.shape
-            frames.append(pd.DataFrame({
-                "step": self.step,
-                "probe": probe,
-                "instance": np.repeat(np.asarray(self.indices[probe], dtype=np.int64), k),
-                "layer": np.tile(np.asarray(self.groups, dtype=object), n),
-                "direction": direction,
-                "value": values.reshape(-1).numpy(),
-            }))
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        """Long rows: step, probe, instance, layer, direction, value (built in one go: this runs every step)."""
+        if not self.values:
+            return pd.DataFrame()
+        parts = list(self.values.items())
+        sizes = [values.numel() for _, values in parts]
+        k = len(self.groups)
+        return pd.DataFrame({
+            "step": np.full(sum(sizes), self.step, dtype=np.int64),
+            "probe": np.repeat([probe for (probe, _), _ in parts], sizes),
+            "instance": np.concatenate([np.repeat(np.asarray(self.indices[probe], dtype=np.int64), k)
+                                        for (probe, _), _ in parts]),
+            "layer": np.concatenate([np.tile(np.asarray(self.groups, dtype=object), v.shape[0]) for _, v in parts]),
+            "direction": np.repeat([direction for (_, direction), _ in parts], sizes),
+            "value": np.concatenate([values.reshape(-1).numpy() for _, values in parts]),
+        })
 
     def risks_frame(self) -> pd.DataFrame:
         """Per instance: risk before, risk after, and Σ_layers of the update effect."""
         if self.risk_after is None:
             raise RuntimeError(f"the records of step {self.step} are still waiting for the risks after the step")
-        frames = []
-        for probe, risk in self.risk.items():
-            update = self.values.get((probe, DIRECTION_UPDATE))
-            frames.append(pd.DataFrame({
-                "step": self.step,
-                "probe": probe,
-                "instance": np.asarray(self.indices[probe], dtype=np.int64),
-                "risk": risk.numpy(),
-                "risk_after": self.risk_after[probe].numpy(),
-                "predicted_change": update.sum(1).numpy() if update is not None else np.nan,
-            }))
-        return pd.concat(frames, ignore_index=True)
+        probes = list(self.risk)
+        sizes = [self.risk[p].numel() for p in probes]
+        predicted = [self.values[(p, DIRECTION_UPDATE)].sum(1).numpy() if (p, DIRECTION_UPDATE) in self.values
+                     else np.full(size, np.nan) for p, size in zip(probes, sizes)]
+        return pd.DataFrame({
+            "step": np.full(sum(sizes), self.step, dtype=np.int64),
+            "probe": np.repeat(probes, sizes),
+            "instance": np.concatenate([np.asarray(self.indices[p], dtype=np.int64) for p in probes]),
+            "risk": np.concatenate([self.risk[p].numpy() for p in probes]),
+            "risk_after": np.concatenate([self.risk_after[p].numpy() for p in probes]),
+            "predicted_change": np.concatenate(predicted),
+        })
 
     def history_fields(self) -> dict[str, float]:
         """``risk_<probe>`` (mean before) and ``risk_change_<probe>`` (mean observed change)."""
@@ -126,6 +131,8 @@ class StepRecorder:
         batch, self._slices = combine_batches([p.batch for p in self.probes])
         self._batch = to_device(batch, self.device) if batch else {}
         self._snapshot: dict[str, torch.Tensor] | None = None
+        self._grads: dict[str, torch.Tensor] | None = None
+        self._params: dict[str, torch.nn.Parameter] | None = None
         self._record: StepRecord | None = None
 
     @property
@@ -133,7 +140,9 @@ class StepRecorder:
         return next(self.model.parameters()).device
 
     def _trainable(self) -> dict[str, torch.nn.Parameter]:
-        return {name: p for name, p in self.model.named_parameters() if p.requires_grad}
+        if self._params is None:  # the Parameter objects stay; only their data moves
+            self._params = {name: p for name, p in self.model.named_parameters() if p.requires_grad}
+        return self._params
 
     @contextlib.contextmanager
     def _eval_mode(self):
@@ -146,30 +155,43 @@ class StepRecorder:
         finally:
             self.model.train(was_training)
 
-    def _measure(self, direction, record: StepRecord, name: str) -> None:
-        values = torch.zeros(0, len(self.groups), dtype=torch.float64)
+    def _measure(self, directions: dict, record: StepRecord) -> None:
+        """Measure the named directions in one pass and file them (and R_i(θ)) under each probe."""
+        width = len(self.groups)
+        values = {name: torch.zeros(0, width, dtype=torch.float64) for name in directions}
         risks = torch.zeros(0, dtype=torch.float64)
         if self._batch:
             with self._eval_mode():
-                result = self.engine.measure(direction, self._batch, chunk_size=self.chunk_size)
-            values, risks = result.values.to(torch.float64).cpu(), result.risks.to(torch.float64).cpu()
+                results = self.engine.measure_many(directions, self._batch, chunk_size=self.chunk_size)
+            values = {name: result.values.to(torch.float64).cpu() for name, result in results.items()}
+            risks = next(iter(results.values())).risks.to(torch.float64).cpu()
+        for name in directions:  # rows direction by direction, probe by probe
+            for probe, part in zip(self.probes, self._slices):
+                record.values[(probe.name, name)] = self.gather(values[name][part])
         for probe, part in zip(self.probes, self._slices):
-            record.values[(probe.name, name)] = self.gather(values[part])
-            if probe.name not in record.risk:
-                record.risk[probe.name] = self.gather(risks[part])
+            record.risk[probe.name] = self.gather(risks[part])
 
-    def before_step(self, step: int) -> StepRecord:
-        """Measure the gradient direction at θ_s (``.grad`` must hold the objective gradient)."""
+    def before_step(self, step: int, copy_grads: bool = False) -> StepRecord:
+        """Start recording step ``step`` at θ_s (``.grad`` must hold the objective gradient).
+
+        ``copy_grads``: keep a copy of the gradient, for callers that change ``.grad`` in place
+        before ``optimizer.step`` (gradient clipping); otherwise a reference is kept.
+        """
         record = StepRecord(step, self.groups, self.indices)
+        self._grads = None
         if DIRECTION_GRADIENT in self.directions:
-            self._measure("grad", record, DIRECTION_GRADIENT)
+            if DIRECTION_UPDATE not in self.directions:
+                self._measure({DIRECTION_GRADIENT: "grad"}, record)  # nothing to wait for
+            else:
+                grads = resolve_direction(self.model, "grad")
+                self._grads = {name: g.clone() for name, g in grads.items()} if copy_grads else grads
         if DIRECTION_UPDATE in self.directions:
             self._snapshot = {name: p.detach().clone() for name, p in self._trainable().items()}
         self._record = record
         return record
 
     def after_step(self) -> StepRecord:
-        """Measure the applied update at θ_s (call right after ``optimizer.step``); returns the record."""
+        """Measure at θ_s what waits for the applied update (call right after ``optimizer.step``)."""
         record, self._record = self._record, None
         if record is None:
             raise RuntimeError("StepRecorder.after_step called without a matching before_step")
@@ -177,9 +199,13 @@ class StepRecorder:
             params, before = self._trainable(), self._snapshot
             self._snapshot = None
             delta = {name: (p.detach() - before[name]) for name, p in params.items()}
+            directions = {DIRECTION_UPDATE: delta}
+            if self._grads is not None:
+                directions = {DIRECTION_GRADIENT: self._grads, **directions}
+                self._grads = None
             self._swap(params, before)  # parameters now hold θ_s
             try:
-                self._measure(delta, record, DIRECTION_UPDATE)
+                self._measure(directions, record)
             finally:
                 self._swap(params, before)  # back to θ_{s+1}, bit for bit
         return record

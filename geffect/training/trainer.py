@@ -316,8 +316,7 @@ class Trainer:
 
         record = None
         if self.recorder is not None and step % config.record_every == 0:
-            record = self.recorder.before_step(step)
-            self._complete_pending(record.risk)
+            record = self.recorder.before_step(step, copy_grads=config.max_grad_norm is not None)
         if config.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
         self.optimizer.step()
@@ -326,6 +325,7 @@ class Trainer:
             self._add(None, row)
             return None
         self.recorder.after_step()
+        self._complete_pending(record.risk)  # R_i(θ_s) is the previous recorded step's "after"
         nxt = step + 1
         if nxt < self.total and nxt % config.record_every == 0 and nxt % config.checkpoint_every:
             self.pending = (record, row)  # R_i(θ_{s+1}) comes from the next step's measurement
