@@ -226,7 +226,7 @@ def capped_gd(model, forget, retain, cap: float = 3.0, retain_weight: float = 1.
 `diagnose` first calls the function once on a real batch (and takes one backward pass). A
 wrong return type, a non-scalar loss, a NaN at step 0 or an exception inside the function is
 reported with the function's name and what was expected, before any baseline is trained.''',
-    '''from geffect.reporting.diagnose import ObjectiveError, check_objective
+    '''from geffect.reporting.new_objective import ObjectiveError, check_objective
 
 
 def forgot_the_wrapper(model, forget):

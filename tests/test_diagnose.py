@@ -22,7 +22,7 @@ import geffect  # noqa: E402
 from geffect.cli import main  # noqa: E402
 from geffect.objectives import ObjectiveOutput  # noqa: E402
 from geffect.objectives.terms import sequence_nll  # noqa: E402
-from geffect.reporting.diagnose import ObjectiveError, check_objective, load_objective  # noqa: E402
+from geffect.reporting.new_objective import ObjectiveError, check_objective, load_objective  # noqa: E402
 
 HAND_GA = textwrap.dedent('''
     """A user's objective file: gradient ascent written without geffect's helpers."""

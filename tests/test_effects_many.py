@@ -122,3 +122,36 @@ def test_logits_are_asked_only_where_labels_are_and_a_model_ignoring_that_still_
     # (the bare wrapper has no get_input_embeddings, so compare totals over its own groups)
     assert_rel_close(ignored.total(), oracle.values.sum(1), 1e-6)
     assert_rel_close(ignored.risks, oracle.risks, 1e-12)
+
+
+def test_inputs_made_to_require_grad_do_not_hide_the_network(assert_rel_close):
+    """HF's enable_input_require_grads (used with LoRA + checkpointing) makes every site input need grad."""
+    model = make_model("llama", torch.float64, lora=True)
+    model.enable_input_require_grads()
+    batch = make_batch(4, 12, "right")
+    direction = random_direction(model, seed=10)
+    with EffectProbe(model) as probe:
+        result = probe.measure(direction, batch)
+    oracle = oracle_effects(model, direction, batch)
+    assert result.values.abs().sum() > 0
+    assert_rel_close(result.values, oracle.values, 1e-6)
+
+
+def test_the_graph_is_freed_when_measure_returns():
+    """No reference cycle keeps activations alive until a garbage collection (memory would grow per step)."""
+    import gc
+    import weakref
+
+    model = make_model("llama", torch.float64)
+    outputs = []
+    handle = model.model.layers[1].mlp.down_proj.register_forward_hook(
+        lambda module, args, output: outputs.append(weakref.ref(output)))
+    gc.disable()
+    try:
+        with EffectProbe(model) as probe:
+            probe.measure_many({"a": random_direction(model, seed=1), "b": random_direction(model, seed=2)},
+                               make_batch())
+        assert outputs and all(ref() is None for ref in outputs)
+    finally:
+        gc.enable()
+        handle.remove()

@@ -1,7 +1,7 @@
 """``geffect diagnose path/to/module.py:loss_fn``: run a new objective beside baselines and report.
 
 The objective is checked with one dry call before any run starts; problems in it are printed
-as one line naming the function and what was expected (see ``geffect.reporting.diagnose``).
+as one line naming the function and what was expected (see ``geffect.reporting.new_objective``).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from geffect.cli import UserError
-from geffect.cli.unlearn import _FLAGS, settings
+from geffect.cli.options import add_run_options, run_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,14 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, help="optimiser steps per run (default 30, or use --epochs)")
     parser.add_argument("--out", metavar="DIR", help="output directory (default runs/diagnose-<function>)")
     parser.add_argument("--name", help="run name of the new objective (default: the function's name)")
-    for flag, (field, kind, text) in _FLAGS.items():
-        parser.add_argument(flag, dest=field, type=kind, help=text)
-    parser.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE",
-                        help="hyper-parameter of the new objective only (repeatable)")
-    parser.add_argument("--probe", action="append", default=[], metavar="NAME=SPLIT",
-                        help="probe set to record (repeatable; default forget and retain)")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="fields",
-                        help="any other UnlearnConfig field as YAML, shared by all runs (repeatable)")
+    add_run_options(parser, hparam_help="hyper-parameter of the new objective only (repeatable)",
+                    set_help="any other UnlearnConfig field as YAML, shared by all runs (repeatable)")
     parser.add_argument("--evaluate", action="store_true", help="add TOFU metrics of every run to the report")
     parser.add_argument("--eval-examples", type=int, metavar="N", help="rows per split for --evaluate")
     parser.add_argument("--no-reuse", action="store_true",
@@ -48,14 +42,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from geffect.reporting.diagnose import ObjectiveError, diagnose
+    from geffect.reporting.new_objective import ObjectiveError, diagnose
     from geffect.training import ConfigError
 
     if args.no_progress:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # e.g. "Loading weights" bars
-    fields = settings(args)
+    fields = run_settings(args)
     hparams = fields.pop("hparams", {})
     baselines = [name.strip() for name in args.baselines.split(",") if name.strip()]
     try:

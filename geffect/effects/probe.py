@@ -83,6 +83,7 @@ class _Backprop:
         self.rules, self.directions, self.columns = rules, directions, columns
         self.values = torch.zeros(len(directions), size, width, dtype=torch.float64, device=device)
         self.roots: list[torch.Tensor] = []
+        self.outputs: list[torch.Tensor] = []
         self.calls: Counter = Counter()
 
     def __call__(self, site: Site, args: tuple, kwargs: dict, output) -> None:
@@ -92,6 +93,7 @@ class _Backprop:
             return None
         if not any(t.requires_grad for t in tensor_leaves((args, kwargs))):
             self.roots.extend(t for _, t in outputs)  # backward needs to reach these, no further
+        self.outputs.extend(t for _, t in outputs)
         vs = [per_site[site.index] for per_site in self.directions]
         if all(v is None for v in vs):
             return None
@@ -174,13 +176,22 @@ class EffectProbe:
                 with self._hooks.active(session):
                     nll = target_nll(forward_logits(self.model, chunk), chunk)
                     total = (nll * chunk.weights.to(nll.dtype)).sum()
-                    if not session.roots:
+                    if not session.outputs:
                         raise RuntimeError("no trainable parameter took part in the forward pass")
+                    # Inputs that require grad without a trainable module upstream (e.g. Hugging
+                    # Face's enable_input_require_grads) hide where the network starts: then stop
+                    # the backward at every site output instead (exact, holds more gradients).
+                    roots = session.roots or session.outputs
                     if not self._checked:
                         check_coverage(total, self.sites, session.calls, self.rules, self.model)
                         self._checked = True
-                    if any(v is not None for dirs in per_site for v in dirs):  # else all effects are zero
-                        torch.autograd.grad(total, session.roots, allow_unused=True)
+                    try:
+                        if any(v is not None for dirs in per_site for v in dirs):  # else all effects are zero
+                            torch.autograd.grad(total, roots, allow_unused=True)
+                    finally:
+                        # the hooks on these tensors refer back to the session: break the cycle so
+                        # the graph and its saved activations are freed now, not at the next gc
+                        session.roots, session.outputs, roots = [], [], []
                 values.append(session.values.cpu())
                 risks.append(instance_risks(nll, chunk).cpu())
         stacked, risk = torch.cat(values, dim=1), torch.cat(risks)

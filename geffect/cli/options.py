@@ -1,0 +1,67 @@
+"""Run settings shared by the commands that train (``unlearn``, ``diagnose``): flags and parsing."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import yaml
+
+from geffect.cli import UserError
+
+# CLI flag -> UnlearnConfig field, for the common settings (anything else: --set FIELD=VALUE)
+RUN_FLAGS: dict[str, tuple[str, type, str]] = {
+    "--retain": ("retain", str, "retain split (default: the complement of --forget, e.g. retain90)"),
+    "--data": ("data", str, "TOFU directory or hub id instead of the embedded world"),
+    "--epochs": ("epochs", float, "passes over the forget split (instead of --steps)"),
+    "--lr": ("lr", float, "learning rate (default 1e-4)"),
+    "--optimizer": ("optimizer", str, "adamw or sgd"),
+    "--schedule": ("schedule", str, "constant, linear or cosine"),
+    "--batch-size": ("batch_size", int, "forget examples per micro-batch (default 8)"),
+    "--grad-accum": ("grad_accum", int, "micro-batches per optimiser step (default 1)"),
+    "--seed": ("seed", int, "seed of data order, probes and views (default 0)"),
+    "--record-every": ("record_every", int, "record G-effects every k steps (default 1, 0 = never)"),
+    "--probe-size": ("probe_size", int, "instances per probe set (default 32)"),
+    "--checkpoint-every": ("checkpoint_every", int, "steps between checkpoints (default 50)"),
+    "--device": ("device", str, "torch device (default: CUDA when available, else CPU)"),
+}
+
+
+def add_run_options(parser: argparse.ArgumentParser, hparam_help: str, set_help: str) -> None:
+    """Add the run-setting flags, ``--hparam``, ``--probe`` and ``--set`` to a sub-command."""
+    for flag, (field, kind, text) in RUN_FLAGS.items():
+        parser.add_argument(flag, dest=field, type=kind, help=text)
+    parser.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE", help=hparam_help)
+    parser.add_argument("--probe", action="append", default=[], metavar="NAME=SPLIT",
+                        help="probe set to record (repeatable; default forget and retain)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="fields", help=set_help)
+
+
+def parse_pairs(items: list[str], what: str) -> dict[str, Any]:
+    """Parse NAME=VALUE items (values as YAML scalars/mappings)."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UserError(f"{what} {item!r} is not of the form NAME=VALUE")
+        try:
+            out[name] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise UserError(f"{what} {item!r}: the value is not valid YAML ({err})") from None
+    return out
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The UnlearnConfig fields given on the command line (``hparams`` and ``probes`` included)."""
+    fields = parse_pairs(args.fields, "--set")
+    for field, *_ in RUN_FLAGS.values():
+        if getattr(args, field) is not None:
+            fields[field] = getattr(args, field)
+    for name in ("model", "forget", "steps"):
+        if getattr(args, name, None) is not None:
+            fields[name] = getattr(args, name)
+    if args.hparam:
+        fields["hparams"] = {**fields.get("hparams", {}), **parse_pairs(args.hparam, "--hparam")}
+    if args.probe:
+        fields["probes"] = {k: str(v) for k, v in parse_pairs(args.probe, "--probe").items()}
+    return fields
