@@ -19,6 +19,7 @@ Run: ``python analyses/objectives_table.py [--out analyses/out/objectives] [--ma
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
     for name in args.objectives or geffect.list_objectives():
         settings = {**SETTINGS, **OVERRIDES.get(name, {})}
-        run = geffect.unlearn(name, out=out / "runs" / name, **settings)
+        target_dir = out / "runs" / name
+        shutil.rmtree(target_dir, ignore_errors=True)  # this script's own earlier run: start fresh
+        run = geffect.unlearn(name, out=target_dir, **settings)
         if run.status != "finished":
             print(f"{name}: run {run.status}: {run.info.get('message')}")
             rows.append({"objective": name, "seconds": run.info.get("seconds")})

@@ -19,7 +19,8 @@ and Go Beyond"):
   the module tree (``geffect.effects.groups``); ``granularity="module"`` names single modules.
   Tied weights count where each use happens; the sum stays exact.
 
-Entry points: ``EffectProbe`` (reusable, hooks registered once), ``gradient_effect`` (one-shot
+Entry points: ``EffectProbe`` (reusable, hooks registered once; ``measure_many`` takes several
+directions, e.g. gradient and update, from one pass), ``gradient_effect`` (one-shot
 DataFrame), ``token_effect`` (per label token), ``pairwise_effect`` (forget × probe matrices),
 ``layer_groups``; ``oracle_effects`` is the brute-force reference used by tests and benchmarks.
 """
