@@ -22,24 +22,28 @@ class Rows(torch.utils.data.Dataset):
         return self.examples[i]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def train_with_callback(out, **extra):
+    """Three SGD steps of a HF Trainer on the toy model with the callback recording two probes."""
     tokenizer = world_tokenizer()
     world = load_world()
     train = [encode_qa(tokenizer, r["question"], r["answer"]) for r in world["forget01"].select(range(4))]
     probes = {"forget": list(world["forget01"].select(range(4, 7))), "retain": list(world["retain99"].select(range(3)))}
     model = toy_model()
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
-    out = tmp_path_factory.mktemp("callback")
     callback = GEffectCallback(probes, out=out / "records", tokenizer=tokenizer)
     args = TrainingArguments(output_dir=str(out / "hf"), per_device_train_batch_size=4, max_steps=3, learning_rate=0.5,
                              optim="sgd", lr_scheduler_type="constant", max_grad_norm=0.0, report_to=[],
                              save_strategy="no", logging_strategy="no", use_cpu=True, disable_tqdm=True,
-                             dataloader_num_workers=0)
+                             dataloader_num_workers=0, **extra)
     trainer = Trainer(model=model, args=args, train_dataset=Rows(train), callbacks=[callback],
                       data_collator=lambda examples: collate(examples, tokenizer))
     trainer.train()
     return callback, start, train, probes
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train_with_callback(tmp_path_factory.mktemp("callback"))
 
 
 def test_callback_writes_the_record_tables(trained):
@@ -75,3 +79,13 @@ def test_first_step_gradient_effect_matches_the_oracle(trained):
     # SGD without momentum: the update effect is -lr x the gradient effect
     update = callback.effects.query("step == 0 and direction == 'update' and probe == 'forget'")["value"]
     assert torch.allclose(torch.tensor(update.to_numpy()), -0.5 * got.reshape(-1), rtol=1e-4, atol=1e-9)
+
+
+def test_gradient_checkpointing_gives_the_same_records(trained, tmp_path):
+    """HF checkpointing (which may make the embedding output require grad) changes no recorded value."""
+    checkpointed, *_ = train_with_callback(tmp_path, gradient_checkpointing=True)
+    keys = ["step", "probe", "instance", "layer", "direction"]
+    plain = trained[0].effects.set_index(keys)["value"].sort_index()
+    other = checkpointed.effects.set_index(keys)["value"].sort_index()
+    assert plain.index.equals(other.index)
+    assert torch.allclose(torch.tensor(other.to_numpy()), torch.tensor(plain.to_numpy()), rtol=1e-5, atol=1e-9)
