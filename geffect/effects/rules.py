@@ -444,17 +444,20 @@ class RMSNormRule(GenericRule):
                     return self.recipe
         return self.recipe
 
+    def _unit(self, module: nn.Module, cap: dict) -> torch.Tensor:
+        """``n(x)`` by the recipe found in ``_check`` (call only once that found one)."""
+        return self._normalised(cap, self.epsilon(module), self.recipe.split(":")[0])
+
     def tangent(self, module, cap, v, in_dual_level=False):
         if in_dual_level or not self._check(module, cap) or "weight" not in v:
             return super().tangent(module, cap, v, in_dual_level)
         _check_version(cap, type(module).__name__)
-        recipe = self.recipe.split(":")[0]
-        return v["weight"] * self._normalised(cap, self.epsilon(module), recipe)
+        return v["weight"] * self._unit(module, cap)
 
     def instance_grads(self, module, cap, g, names):
         if names != ["weight"] or not self._check(module, cap):
             return super().instance_grads(module, cap, g, names)
-        n = self._normalised(cap, self.epsilon(module), self.recipe.split(":")[0])
+        n = self._unit(module, cap)
         wide = _wide(g.dtype)
         return {"weight": (g.to(wide) * n.to(wide)).sum(tuple(range(1, g.dim() - 1)))}
 
