@@ -7,7 +7,8 @@
 
 Built-ins (losses are minimised): likelihood family ``ga``, ``gd``, ``ga_kl``, ``wga``,
 ``idk``, ``yao``; preference family ``npo``, ``npo_gd``, ``npo_kl``, ``simnpo``, ``tnpo``,
-``wtnpo``, ``dpo``; representation family ``rmu``, ``rr``. Their building blocks
+``wtnpo``, ``dpo``; representation family ``rmu``, ``rr``; ``olora`` (any of them plus the O-LoRA
+orthogonality penalty between stacked LoRA modules). Their building blocks
 (token log-probs, per-instance NLL, KL to a reference, hidden states) are in ``terms``
 and the retain terms and :func:`combine` in ``compose``.
 """
@@ -15,7 +16,7 @@ and the retain terms and :func:`combine` in ``compose``.
 from __future__ import annotations
 
 # Importing the built-in modules registers their objectives (order = listing order).
-from geffect.objectives import likelihood, preference, representation  # noqa: F401
+from geffect.objectives import likelihood, orthogonal, preference, representation  # noqa: F401
 from geffect.objectives.compose import combine, retain_kl, retain_nll
 from geffect.objectives.registry import (
     ObjectiveOutput,

@@ -73,6 +73,7 @@ class UnlearnConfig:
     checkpoint_every: int = 50  # steps between checkpoints (the last step is always checkpointed)
     flush_every: int = 10  # steps between record flushes to disk
     lora: dict[str, Any] | None = None  # peft.LoraConfig keyword arguments, or None for full fine-tuning
+    lora_stack: list[str] | None = None  # earlier LoRA runs whose modules load frozen beneath this one's
     trainable: list[str] | None = None  # regexes of trainable parameter names; None: objective's hint or all
     gradient_checkpointing: bool = False
     bf16: bool | None = None  # bf16 autocast; None: on when CUDA supports it
@@ -118,6 +119,9 @@ class UnlearnConfig:
             raise ConfigError("config fields 'lr' and 'warmup_steps' must be >= 0")
         if self.lora is not None and not isinstance(self.lora, dict):
             raise ConfigError(f"config field 'lora' must be a mapping of peft.LoraConfig arguments, got {self.lora!r}")
+        if self.lora_stack is not None and (self.lora is None or not isinstance(self.lora_stack, list)):
+            raise ConfigError("config field 'lora_stack' must be a list of run directories and needs 'lora' "
+                              f"(the module trained on top of them); got lora_stack={self.lora_stack!r}")
 
     # -- YAML round trip ----------------------------------------------------------------------
 

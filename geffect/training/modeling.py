@@ -70,15 +70,25 @@ def reference_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def apply_lora(model: torch.nn.Module, lora: dict | None) -> torch.nn.Module:
-    """Wrap ``model`` with peft LoRA adapters built from ``LoraConfig(**lora)`` (no-op for None)."""
+    """Wrap ``model`` with peft LoRA adapters built from ``LoraConfig(**lora)`` (no-op for None).
+
+    On a model that already holds stacked modules (:func:`geffect.training.stacking.stack_lora`)
+    the new adapter goes on top of them: all active, only the new one trainable.
+    """
     if lora is None:
         return model
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from geffect.training.stacking import OWN_ADAPTER, activate, stacked_adapters
 
     try:
         lora_config = LoraConfig(**{"task_type": "CAUSAL_LM", **lora})
     except TypeError as err:
         raise ConfigError(f"config field 'lora' is not valid peft.LoraConfig arguments: {err}") from err
+    if isinstance(model, PeftModel):
+        model.add_adapter(OWN_ADAPTER, lora_config)
+        activate(model, stacked_adapters(model), trainable=OWN_ADAPTER)
+        return model
     return get_peft_model(model, lora_config)
 
 

@@ -77,7 +77,10 @@ class Run:
         latest = ckpt.latest_checkpoint(self.path)
         if latest is None:
             raise FileNotFoundError(f"run {str(self.path)!r} has no checkpoint to load the model from")
+        from geffect.training.stacking import stack_lora
+
         model, tokenizer = load_base(self.config, default_device(device or self.config.device))
+        model = stack_lora(model, self.config.lora_stack, self.path, self.config.model)
         model = apply_lora(model, self.config.lora)
         params, _ = ckpt.load_checkpoint(latest[1])
         own = dict(model.named_parameters())

@@ -58,6 +58,7 @@ from geffect.training.recording import StepRecord, StepRecorder
 from geffect.training.records import RecordWriter
 from geffect.training.run import Run
 from geffect.training.rundir import STATUS_FILE, read_json, write_probe_texts, write_status
+from geffect.training.stacking import stack_lora
 
 _SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
@@ -183,6 +184,7 @@ class Trainer:
         self.device = self.procs.device
         self.autocast = autocast_factory(config, self.device)
         self.model, self.tokenizer = load_base(config, self.device)
+        self.model = stack_lora(self.model, config.lora_stack, self.run_dir, config.model)
         self.ref_model = reference_copy(self.model) if self.spec.uses_ref_model else None
         hint = self.spec.trainable_parameters(self.model, **self.hparams) if config.lora is None else None
         self.model = apply_lora(self.model, config.lora)
