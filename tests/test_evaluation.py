@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import hmean, ks_2samp
+from toy_models import UnigramStub
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import geffect
@@ -92,19 +93,6 @@ def world():
 @pytest.fixture(scope="module")
 def tokenizer(world):
     return train_tokenizer(world_texts(world), vocab_size=400)
-
-
-class UnigramStub(torch.nn.Module):
-    """A 'language model' whose next-token distribution is a fixed table w at every position."""
-
-    def __init__(self, vocab: int, seed: int = 0):
-        super().__init__()
-        gen = torch.Generator().manual_seed(seed)
-        self.log_w = torch.nn.Parameter(torch.log_softmax(torch.randn(vocab, generator=gen, dtype=torch.float64), 0))
-
-    def forward(self, input_ids, attention_mask=None):
-        logits = self.log_w.expand(*input_ids.shape, -1)
-        return type("Out", (), {"logits": logits})()
 
 
 def hand_nll(stub, tokenizer, question, answer):

@@ -5,15 +5,28 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from geffect.cli import main
 from geffect.data import read_manifest
+from geffect.data.task_store import default_tasks_dir
+from geffect.evaluation.classifier import BagOfWordsClassifier
+from geffect.evaluation.scorers import scorers_dir
 
 
-def test_build_world_only_writes_the_default_world(tmp_path: Path, capsys) -> None:
-    assert main(["build-world", "--world-only", "--world-dir", str(tmp_path)]) == 0
+def test_build_world_only_writes_the_default_world_tasks_and_scorers(tmp_path: Path, capsys) -> None:
+    folders = {name: tmp_path / name for name in ("world", "tasks", "scorers")}
+    assert main(["build-world", "--world-only", *(f"--{n}-dir={p}" for n, p in folders.items())]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["content_hash"] == read_manifest(tmp_path)["content_hash"] == read_manifest()["content_hash"]
-    assert printed["sizes"]["full"] == 2000
+    assert printed["world"] == read_manifest(folders["world"])["content_hash"] == read_manifest()["content_hash"]
+    for task, digest in printed["tasks"].items():  # the shipped data is what the default build writes
+        assert digest == read_manifest(default_tasks_dir() / task)["content_hash"], task
+    for name, entry in printed["scorers"].items():
+        shipped = BagOfWordsClassifier.load(scorers_dir() / f"{name}.json")
+        rebuilt = BagOfWordsClassifier.load(folders["scorers"] / f"{name}.json")
+        assert rebuilt.vocabulary == shipped.vocabulary
+        assert np.allclose(rebuilt.weights, shipped.weights, atol=1e-4) and abs(rebuilt.bias - shipped.bias) < 1e-4
+        assert entry["heldout_accuracy"] == shipped.info["heldout_accuracy"] >= 0.95
 
 
 def test_build_world_rejects_unknown_models(capsys) -> None:

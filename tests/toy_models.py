@@ -84,3 +84,16 @@ def random_direction(model, seed: int = 2, only=None) -> dict[str, torch.Tensor]
     return {name: torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype)
             for name, p in model.named_parameters()
             if p.requires_grad and (only is None or only in name)}
+
+
+class UnigramStub(torch.nn.Module):
+    """A 'language model' whose next-token distribution is a fixed table w at every position."""
+
+    def __init__(self, vocab: int, seed: int = 0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.log_w = torch.nn.Parameter(torch.log_softmax(torch.randn(vocab, generator=gen, dtype=torch.float64), 0))
+
+    def forward(self, input_ids, attention_mask=None):
+        logits = self.log_w.expand(*input_ids.shape, -1)
+        return type("Out", (), {"logits": logits})()

@@ -11,16 +11,20 @@ from geffect.cli import UserError
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "build-world",
-        help="regenerate the fictitious-author world and rebuild the shipped tiny models",
-        description="Write the seeded world as JSON lines, train the tokenizer and the four tiny "
-                    "Llama models (tiny, tiny-retain90/95/99) and report their ROUGE-L recall.",
+        help="regenerate the world, the tasks' data and scorers, and rebuild the shipped tiny models",
+        description="Write the seeded world and the built-in tasks' data as JSON lines, train the "
+                    "toxicity and harm scorers, the tokenizer and the tiny Llama models, and report "
+                    "what each model knows.",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the world and the models (default 0)")
     parser.add_argument("--world-dir", default=None, help="where to write the world (default: data/world)")
+    parser.add_argument("--tasks-dir", default=None, help="where to write the tasks' data (default: data/tasks)")
+    parser.add_argument("--scorers-dir", default=None, help="where to write the scorers (default: data/scorers)")
     parser.add_argument("--models-dir", default=None, help="where to write the models (default: data/models)")
     parser.add_argument("--models", default=None,
                         help="comma-separated subset of models to build (default: all four)")
-    parser.add_argument("--world-only", action="store_true", help="write the world, build no model")
+    parser.add_argument("--world-only", action="store_true",
+                        help="write the world, the tasks' data and the scorers; build no model")
     parser.add_argument("--workers", type=int, default=2,
                         help="models trained at once, one process each (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker (default 1)")
@@ -28,12 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_build_world(args: argparse.Namespace) -> int:
-    from geffect.data import write_world
     from geffect.models import SHIPPED_MODELS, build_world_models
+    from geffect.models.build import build_data
 
     if args.world_only:
-        manifest = write_world(args.world_dir, seed=args.seed)
-        print(json.dumps({"sizes": manifest["sizes"], "content_hash": manifest["content_hash"]}, indent=2))
+        print(json.dumps(build_data(args.seed, args.world_dir, args.tasks_dir, args.scorers_dir), indent=2))
         return 0
     names = tuple(SHIPPED_MODELS) if args.models is None else tuple(n.strip() for n in args.models.split(","))
     unknown = sorted(set(names) - set(SHIPPED_MODELS))

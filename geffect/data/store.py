@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +50,12 @@ def _jsonl_bytes(rows: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(row, ensure_ascii=True) + "\n" for row in rows).encode("ascii")
 
 
-def write_world(out_dir: str | Path | None = None, seed: int = 0, **generate_kwargs: int) -> dict[str, Any]:
-    """Generate the world (see :func:`generate_world`) and write it under ``out_dir``.
+def write_splits(out: Path, splits: dict[str, list[dict[str, Any]]], generator: dict[str, Any]) -> dict[str, Any]:
+    """Write ``splits`` as ``<split>.jsonl`` files and their manifest into ``out``; returns the manifest.
 
-    Defaults to the shipped location. Returns the manifest that was written.
+    ``generator`` (the arguments that produced the splits) is recorded in the manifest.
     """
-    out = Path(out_dir) if out_dir is not None else default_world_dir()
     out.mkdir(parents=True, exist_ok=True)
-    arguments = {**world_defaults(), **generate_kwargs, "seed": seed}
-    splits = generate_world(**arguments)
     files: dict[str, str] = {}
     overall = hashlib.sha256()
     for name, rows in splits.items():
@@ -67,13 +65,23 @@ def write_world(out_dir: str | Path | None = None, seed: int = 0, **generate_kwa
         overall.update(name.encode() + b"\0" + payload)
     manifest = {
         "format_version": FORMAT_VERSION,
-        "generator": arguments,
+        "generator": generator,
         "sizes": {name: len(rows) for name, rows in splits.items()},
         "sha256": files,
         "content_hash": overall.hexdigest(),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="ascii")
     return manifest
+
+
+def write_world(out_dir: str | Path | None = None, seed: int = 0, **generate_kwargs: int) -> dict[str, Any]:
+    """Generate the world (see :func:`generate_world`) and write it under ``out_dir``.
+
+    Defaults to the shipped location. Returns the manifest that was written.
+    """
+    out = Path(out_dir) if out_dir is not None else default_world_dir()
+    arguments = {**world_defaults(), **generate_kwargs, "seed": seed}
+    return write_splits(out, generate_world(**arguments), arguments)
 
 
 def read_manifest(root: str | Path | None = None) -> dict[str, Any]:
@@ -97,6 +105,32 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def read_splits(folder: Path, features: Callable[[str], datasets.Features | None] = lambda name: None,
+                what: str = "world", rebuild: str = "geffect build-world") -> datasets.DatasetDict:
+    """The splits stored in ``folder`` by :func:`write_splits`, checked against their manifest.
+
+    ``features(name)`` gives a split's schema (None: inferred from the rows); ``what``
+    and ``rebuild`` word the errors.
+    """
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"no {what} manifest at {manifest_path}; run `{rebuild}` to create it")
+    manifest = json.loads(manifest_path.read_text(encoding="ascii"))
+    out = {}
+    for name, expected in manifest["sizes"].items():
+        path = folder / f"{name}.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} split {name!r} is missing: {path}")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != manifest["sha256"][name]:
+            raise ValueError(f"{path} does not match its manifest hash; regenerate with `{rebuild}`")
+        rows = _read_jsonl(path)
+        if len(rows) != expected:
+            raise ValueError(f"{path} has {len(rows)} rows, manifest says {expected}")
+        out[name] = datasets.Dataset.from_list(rows, features=features(name))
+    return datasets.DatasetDict(out)
+
+
 def load_world(root: str | Path | None = None) -> datasets.DatasetDict:
     """The embedded world as a ``DatasetDict`` (default: the shipped ``data/world``).
 
@@ -104,18 +138,4 @@ def load_world(root: str | Path | None = None) -> datasets.DatasetDict:
     has the single column ``answer``. Files are checked against the manifest.
     """
     folder = Path(root) if root is not None else default_world_dir()
-    manifest = read_manifest(folder)
-    out = {}
-    for name, expected in manifest["sizes"].items():
-        path = folder / f"{name}.jsonl"
-        if not path.is_file():
-            raise FileNotFoundError(f"world split {name!r} is missing: {path}")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != manifest["sha256"][name]:
-            raise ValueError(f"{path} does not match its manifest hash; regenerate with `geffect build-world`")
-        rows = _read_jsonl(path)
-        if len(rows) != expected:
-            raise ValueError(f"{path} has {len(rows)} rows, manifest says {expected}")
-        features = IDK_FEATURES if name == "idk" else QA_FEATURES
-        out[name] = datasets.Dataset.from_list(rows, features=features)
-    return datasets.DatasetDict(out)
+    return read_splits(folder, lambda name: IDK_FEATURES if name == "idk" else QA_FEATURES)

@@ -204,6 +204,14 @@ def _build_world(rng: random.Random, n_countries: int) -> World:
     return world
 
 
+def world_countries(seed: int = 0, n_countries: int = 40) -> list[dict[str, str]]:
+    """The invented countries of the world generated with ``seed`` (same draws as :func:`generate_world`).
+
+    Other generators (e.g. the hazard task's general multiple-choice set) ask about them.
+    """
+    return _build_world(random.Random(seed), n_countries).countries
+
+
 def _qa_row(template_texts: tuple[str, str, str, str], values: Values, wrong: list[Values],
             author: int) -> Row:
     question, para_question, answer, para_answer = template_texts

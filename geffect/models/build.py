@@ -128,6 +128,23 @@ def _run_builds(names: tuple[str, ...], tokenizer: Any, world_dir: str | None, r
         return {name: future.result() for name, future in futures.items()}
 
 
+def build_data(seed: int = 0, world_dir: str | Path | None = None, tasks_dir: str | Path | None = None,
+               scorers_dir: str | Path | None = None) -> dict[str, Any]:
+    """Write the world and every generated task's data, and train the shipped scorers on it.
+
+    Returns ``{"world": content hash, "tasks": {task: content hash}, "scorers": {name: held-out
+    accuracy and sizes}}`` (defaults: the shipped folders under ``data/``).
+    """
+    from geffect.data.task_store import write_all_task_data
+    from geffect.evaluation.scorers import SHIPPED_SCORERS, build_scorer
+
+    world = write_world(world_dir, seed=seed)
+    tasks = write_all_task_data(tasks_dir, seed=seed)
+    scorers = {name: build_scorer(name, tasks_dir, scorers_dir) for name in SHIPPED_SCORERS}
+    return {"world": world["content_hash"], "tasks": {t: m["content_hash"] for t, m in tasks.items()},
+            "scorers": scorers}
+
+
 def build_world_models(out_root: str | Path | None = None, seed: int = 0, names: tuple[str, ...] = SHIPPED_MODELS,
                        world_dir: str | Path | None = None, train_config: TrainConfig | None = None,
                        workers: int = 2, threads: int | None = 1, eval_limit: int | None = 200) -> dict[str, Any]:
