@@ -8,15 +8,17 @@
 Built-ins (losses are minimised): likelihood family ``ga``, ``gd``, ``ga_kl``, ``wga``,
 ``idk``, ``yao``; preference family ``npo``, ``npo_gd``, ``npo_kl``, ``simnpo``, ``tnpo``,
 ``wtnpo``, ``dpo``; representation family ``rmu``, ``rr``; ``olora`` (any of them plus the O-LoRA
-orthogonality penalty between stacked LoRA modules). Their building blocks
+orthogonality penalty between stacked LoRA modules); and the language-function objectives of
+Atil et al. 2026 as this project reads them: ``cosine_rmu``, ``meta_cosine_rmu`` (hazardous
+knowledge) and ``probe_directions`` (toxicity). Their building blocks
 (token log-probs, per-instance NLL, KL to a reference, hidden states) are in ``terms``
 and the retain terms and :func:`combine` in ``compose``.
 """
 
 from __future__ import annotations
 
-# Importing the built-in modules registers their objectives (order = listing order).
-from geffect.objectives import likelihood, orthogonal, preference, representation  # noqa: F401
+import importlib
+
 from geffect.objectives.compose import combine, retain_kl, retain_nll
 from geffect.objectives.registry import (
     ObjectiveOutput,
@@ -27,6 +29,11 @@ from geffect.objectives.registry import (
     objective,
     resolve_objective,
 )
+
+# Importing the built-in modules registers their objectives, in this order (the listing order).
+BUILTIN_MODULES = ("likelihood", "orthogonal", "preference", "representation", "cosine_rmu", "probe_directions")
+for _module in BUILTIN_MODULES:
+    importlib.import_module(f"geffect.objectives.{_module}")
 
 __all__ = [
     "ObjectiveOutput",

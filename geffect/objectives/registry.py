@@ -7,7 +7,11 @@ model, and every other keyword parameter is a hyper-parameter whose default is t
 from the objective's paper. Registering with ``@objective("name", ...)`` records that
 introspection once in an :class:`ObjectiveSpec`, which the trainer reads to know which
 batches, forget views (``needs=("idk",)`` → ``forget["idk"]``) and reference model to
-build, and which parameters to train by default (``trainable``).
+build, and which parameters to train by default (``trainable``). Two optional declarations
+serve objectives that need more than a loss: ``weights`` maps loss terms (keys of ``parts``) to
+the hyper-parameters that weight them, so a weight controller can adjust them while training,
+and ``procedure`` names a registered training procedure (``geffect.training.procedures``) that
+the trainer runs beside the objective (fitting probe directions, re-weighting terms).
 
 Losses are *minimised*: gradient ascent on the forget NLL is the loss ``-NLL``.
 """
@@ -74,6 +78,8 @@ class ObjectiveSpec:
     family: str = "custom"
     trainable: TrainableHint | None = None
     accepts_any_hparam: bool = False
+    weights: Mapping[str, str] = field(default_factory=dict)
+    procedure: str | None = None
 
     @classmethod
     def from_function(cls, fn: Callable[..., ObjectiveOutput], name: str | None = None,
@@ -103,13 +109,18 @@ class ObjectiveSpec:
                     "(only model, forget, retain and ref_model are filled by the caller)")
             defaults[p.name] = p.default
         names = {p.name for p in params}
-        unknown = set(metadata) - {"needs", "formula", "paper", "family", "trainable"}
+        unknown = set(metadata) - {"needs", "formula", "paper", "family", "trainable", "weights", "procedure"}
         if unknown:
             raise TypeError(f"objective {name!r}: unknown metadata {sorted(unknown)}")
+        weights = dict(metadata.pop("weights", {}))
+        stray = sorted(h for h in weights.values() if h not in defaults)
+        if stray:
+            raise TypeError(f"objective {name!r}: weights name hyper-parameter(s) {stray} that it does not take")
         needs = metadata.pop("needs", ())
         needs = (needs,) if isinstance(needs, str) else tuple(needs)
         return cls(name=name, fn=fn, uses_retain=_RETAIN in names, uses_ref_model=_REF in names,
-                   defaults=dict(defaults), needs=needs, accepts_any_hparam=accepts_any, **metadata)
+                   defaults=dict(defaults), needs=needs, accepts_any_hparam=accepts_any, weights=weights,
+                   **metadata)
 
     # ----------------------------------------------------------------------------------
     def hparams(self, **overrides: Any) -> dict[str, Any]:
@@ -171,6 +182,10 @@ class ObjectiveSpec:
         if self.trainable is not None:
             lines.append("  trains:   " + (inspect.getdoc(self.trainable) or "a subset of parameters")
                          .splitlines()[0])
+        if self.weights:
+            lines.append("  weights:  " + ", ".join(f"{term} × {h}" for term, h in self.weights.items()))
+        if self.procedure:
+            lines.append(f"  runs:     training procedure {self.procedure!r} beside the loss")
         doc = inspect.getdoc(self.fn)
         if doc:
             lines += ["", textwrap.indent(doc, "  ")]
@@ -186,7 +201,9 @@ def objective(name: str | Callable[..., ObjectiveOutput] | None = None, *, repla
 
     ``@objective("my_loss", formula="...", needs=("idk",))`` or bare ``@objective``
     (the function's name is used). Metadata: ``needs`` (forget views), ``formula``,
-    ``paper``, ``family``, ``trainable`` (callable ``(model, hparams) -> parameter names``).
+    ``paper``, ``family``, ``trainable`` (callable ``(model, hparams) -> parameter names``),
+    ``weights`` (loss term -> the hyper-parameter weighting it), ``procedure`` (a registered
+    training procedure, see ``geffect.training.procedures``).
     Re-registering an existing name raises unless ``replace=True``. Returns the function
     unchanged, so it stays callable directly.
     """

@@ -20,7 +20,8 @@ from geffect.objectives.registry import ObjectiveOutput, objective
 from geffect.objectives.terms import check_layer, decoder_blocks, hidden_states_at, instance_mean
 from geffect.schema import IGNORE_INDEX
 
-__all__ = ["default_layer", "representation_retention", "rmu", "rmu_trainable", "rr", "steering_vector"]
+__all__ = ["DISTANCES", "cosine_distance", "default_layer", "representation_retention", "resolve_layer", "rmu", "rmu_trainable", "rr",
+           "steering_vector", "token_positions"]
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -38,11 +39,12 @@ def default_layer(model: torch.nn.Module) -> int:
     return min(n - 1, round(_PAPER_LAYER / _PAPER_DEPTH * n))
 
 
-def _layer(model: torch.nn.Module, layer: int | None) -> int:
+def resolve_layer(model: torch.nn.Module, layer: int | None) -> int:
+    """``layer`` checked against the model, or the default block when it is None."""
     return default_layer(model) if layer is None else check_layer(model, layer)
 
 
-def _positions(batch: Batch, tokens: str, device: torch.device) -> torch.Tensor:
+def token_positions(batch: Batch, tokens: str, device: torch.device) -> torch.Tensor:
     """Boolean (B, T) mask of the positions whose hidden states the terms use."""
     if tokens == "all":
         return batch["attention_mask"].to(device).bool()
@@ -71,20 +73,38 @@ def _squared_distance(hidden: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return (hidden - target).pow(2).mean(dim=-1)
 
 
+def cosine_distance(hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-position 1 − cos(hidden, target) over the hidden units (B, T), in float32 at least.
+
+    ``target`` is (B, T, H) or one direction (H,) shared by every position.
+    """
+    if hidden.dtype in (torch.float16, torch.bfloat16):
+        hidden, target = hidden.float(), target.float()
+    return 1.0 - torch.nn.functional.cosine_similarity(hidden, target.expand_as(hidden), dim=-1, eps=1e-12)
+
+
+# Distances of block activations to a target, per position: name -> fn(hidden, target) -> (B, T).
+DISTANCES = {"l2": _squared_distance, "cosine": cosine_distance}
+
+
 def representation_retention(model: torch.nn.Module, retain: Batch, ref_model: torch.nn.Module,
-                             layer: int | None = None, tokens: str = "answer") -> torch.Tensor:
-    """RR term: E_r[ mean_t mean_k (h_ℓ(x)_{t,k} - h_ℓ^ref(x)_{t,k})² ] (a scalar).
+                             layer: int | None = None, tokens: str = "answer",
+                             distance: str = "l2") -> torch.Tensor:
+    """RR term: E_r[ mean_t d(h_ℓ(x)_t, h_ℓ^ref(x)_t) ] (a scalar).
 
     Keeps block ℓ's activations on retain data at those of the frozen reference model; the
     retain term of RMU (Li et al. 2024), usable on its own (objective ``rr``) or added to
-    any objective with ``compose.combine``.
+    any objective with ``compose.combine``. ``distance``: ``"l2"`` (RMU's mean over hidden
+    units of the squared difference) or ``"cosine"`` (1 − cos, scale-free).
     """
-    layer = _layer(model, layer)
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {sorted(DISTANCES)}, got {distance!r}")
+    layer = resolve_layer(model, layer)
     hidden = hidden_states_at(model, retain, layer)
     with torch.no_grad():
         ref_hidden = hidden_states_at(ref_model, retain, layer).to(hidden.dtype)
-    mask = _positions(retain, tokens, hidden.device)
-    return instance_mean(_squared_distance(hidden, ref_hidden), mask).mean()
+    mask = token_positions(retain, tokens, hidden.device)
+    return instance_mean(DISTANCES[distance](hidden, ref_hidden), mask).mean()
 
 
 def rmu_trainable(model: torch.nn.Module, hparams: Mapping[str, Any]) -> list[str]:
@@ -93,7 +113,7 @@ def rmu_trainable(model: torch.nn.Module, hparams: Mapping[str, Any]) -> list[st
     Falls back to every MLP parameter of those blocks when no output projection is
     recognised by name (down_proj, c_proj, dense_4h_to_h, fc2, w2).
     """
-    layer = _layer(model, hparams.get("layer"))
+    layer = resolve_layer(model, hparams.get("layer"))
     prefix, _ = decoder_blocks(model)
     names: list[str] = []
     for index in range(max(0, layer - 2), layer + 1):
@@ -124,10 +144,10 @@ def rmu(model: torch.nn.Module, forget: Batch, retain: Batch, ref_model: torch.n
     RMU does not act on the output likelihood directly, so its forget NLL need not rise
     at every step; its own forget term is what one step decreases.
     """
-    layer = _layer(model, layer)
+    layer = resolve_layer(model, layer)
     hidden = hidden_states_at(model, forget, layer)
     target = steering_coeff * steering_vector(hidden.shape[-1], seed, hidden.dtype, hidden.device)
-    per_instance = instance_mean(_squared_distance(hidden, target), _positions(forget, tokens, hidden.device))
+    per_instance = instance_mean(_squared_distance(hidden, target), token_positions(forget, tokens, hidden.device))
     forget_term = per_instance.mean()
     base = ObjectiveOutput(loss=forget_term, parts={"forget": forget_term}, per_instance=per_instance)
     return combine(base, retain=(alpha, representation_retention(model, retain, ref_model, layer, tokens)))

@@ -13,8 +13,9 @@ and the per-instance averaging are defined once. Conventions (used by the whole 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ __all__ = [
     "decoder_blocks",
     "forward_logits",
     "hidden_states_at",
+    "hidden_states_at_blocks",
     "instance_mean",
     "kl_to_reference",
     "model_device",
@@ -184,19 +186,30 @@ def hidden_states_at(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], 
     block whatever the architecture (no final norm applied, unlike the last entry of
     ``output_hidden_states``). The full forward pass runs; the graph is kept for backward.
     """
-    layer = check_layer(model, layer)
+    return hidden_states_at_blocks(model, batch, [layer])[check_layer(model, layer)]
+
+
+def hidden_states_at_blocks(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
+                            layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    """Outputs (B, T, H) of several transformer blocks from one forward pass, by block index.
+
+    Same reading as :func:`hidden_states_at` (a forward hook on each block); the graph is kept.
+    """
+    layers = sorted({check_layer(model, layer) for layer in layers})
     _, blocks = decoder_blocks(model)
-    captured: list[torch.Tensor] = []
+    captured: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
 
-    def hook(_module, _inputs, output):
-        captured.append(output[0] if isinstance(output, tuple) else output)
+    def hook(layer, _module, _inputs, output):
+        captured[layer].append(output[0] if isinstance(output, tuple) else output)
 
-    handle = blocks[layer].register_forward_hook(hook)
+    handles = [blocks[layer].register_forward_hook(partial(hook, layer)) for layer in layers]
     try:
         inputs = batch_view(batch, model_device(model))
         model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
     finally:
-        handle.remove()
-    if len(captured) != 1:
-        raise RuntimeError(f"block {layer} ran {len(captured)} times in one forward pass; expected once")
-    return captured[0]
+        for handle in handles:
+            handle.remove()
+    for layer, outputs in captured.items():
+        if len(outputs) != 1:
+            raise RuntimeError(f"block {layer} ran {len(outputs)} times in one forward pass; expected once")
+    return {layer: outputs[0] for layer, outputs in captured.items()}

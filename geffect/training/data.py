@@ -242,6 +242,25 @@ class UnlearningData:
             batch[view] = self.encoder.batch(pairs)
         return batch
 
+    def hold_out(self, stream: str, count: int) -> Batch:
+        """Take ``count`` seeded rows out of the ``"forget"`` or ``"retain"`` training stream and return
+        them as one batch: validation data the run never trains on (the stream is rebuilt without them)."""
+        rows = {"forget": self.forget_rows, "retain": self.retain_rows}.get(stream)
+        if rows is None:
+            raise ValueError(f"stream must be 'forget' or 'retain', got {stream!r}")
+        if not 0 < count < len(rows):
+            raise ConfigError(f"cannot hold out {count} of the {len(rows)} rows of the {stream} split for "
+                              "validation: at least one must stay for training")
+        picked = set(sample_indices(len(rows), count, self.seed, f"hold-out-{stream}"))
+        held = [row for i, row in enumerate(rows) if i in picked]
+        kept = [row for i, row in enumerate(rows) if i not in picked]
+        old = getattr(self, stream)
+        setattr(self, f"{stream}_rows", kept)
+        setattr(self, stream, BatchStream(len(kept), old.batch_size, self.seed, stream))
+        if stream == "retain":  # mismatch views draw answers from the retain rows: only trained ones
+            self.pools = ViewPools(self.pools.refusals, [row["answer"] for row in kept])
+        return self.encoder.batch([(row["question"], row["answer"]) for row in held])
+
     def retain_batch(self, draw: int, rank: int = 0, world_size: int = 1) -> Batch | None:
         if self.retain is None:
             return None

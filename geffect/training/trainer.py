@@ -54,6 +54,7 @@ from geffect.training.modeling import (
     select_trainable,
     trainable_state,
 )
+from geffect.training.procedures import ProcedureContext, build_procedure
 from geffect.training.recording import StepRecord, StepRecorder
 from geffect.training.records import RecordWriter
 from geffect.training.run import Run
@@ -201,6 +202,8 @@ class Trainer:
         self.data = UnlearningData(self.tokenizer, SplitSource(config.data), config.forget,
                                    config.retain if needs_retain else None, self.views, config.seed,
                                    config.batch_size, config.retain_batch_size)
+        self.procedure = build_procedure(self.spec, self.hparams)  # fits probes, re-weights terms, ...
+        self.procedure.prepare(self.data)
         world = self.procs.world_size
         for name, size in (("batch_size", config.batch_size), ("retain_batch_size", config.retain_batch_size)):
             if size is not None and size % world:
@@ -227,6 +230,7 @@ class Trainer:
             raise ConfigError(f"{str(self.run_dir)!r} already holds a run (status {status.get('status')!r}); "
                               "pass resume=True (CLI: --resume) to continue it or choose another out directory")
         start, self.seconds_before = 0, float(status.get("seconds", 0.0))
+        state: dict[str, Any] = {}
         latest = ckpt.latest_checkpoint(self.run_dir) if resume else None
         if latest is not None:
             start, path = latest
@@ -244,6 +248,9 @@ class Trainer:
             write_status(self.run_dir, "running", step=start, total_steps=self.total, message=None,
                          seconds=self.seconds_before)
         self.procs.barrier()
+        context = ProcedureContext(self.model, self.run_dir, self.procs.is_main, self.autocast, self.procs.mean,
+                                   self.config.seed)
+        self.procedure.start(context, state.get("procedure"))
         return start
 
     # -- the loop ---------------------------------------------------------------------------------------
@@ -282,6 +289,7 @@ class Trainer:
             bar.close()
             if self.recorder is not None:
                 self.recorder.close()
+            self.procedure.close()
         if self.procs.is_main:
             write_status(self.run_dir, status, message=message, seconds=self._seconds())
         if message is not None:
@@ -295,6 +303,7 @@ class Trainer:
         """One optimiser step; returns a divergence message instead of stepping if a value is non-finite."""
         config, accum = self.config, self.config.grad_accum
         lr = float(self.scheduler.get_last_lr()[0])
+        self.procedure.before_step(step, lr, lambda: self._objective(step * accum))
         self.optimizer.zero_grad(set_to_none=True)
         loss, parts = 0.0, {}
         for micro in range(accum):
@@ -308,7 +317,7 @@ class Trainer:
         grads = [p.grad for p in self.params if p.grad is not None]
         grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
         row = {"step": step, "loss": loss, **{f"loss_{k}": v for k, v in parts.items()},
-               "grad_norm": grad_norm, "lr": lr}
+               "grad_norm": grad_norm, "lr": lr, **self.procedure.history_fields()}
         row.update({f"{key}_{p.name}": math.nan for p in self.probes for key in ("risk", "risk_change")})
         message = _non_finite(step, loss, parts, grad_norm)
         if message is not None:
@@ -343,7 +352,8 @@ class Trainer:
         if self.spec.uses_retain:
             retain = to_device(self.data.retain_batch(draw, procs.rank, procs.world_size), self.device)
         with self.autocast():
-            return self.spec(self.model, forget, retain, self.ref_model, **self.hparams)
+            return self.spec(self.model, forget, retain, self.ref_model,
+                             **{**self.hparams, **self.procedure.objective_kwargs()})
 
     def _complete_pending(self, risk_after: dict[str, torch.Tensor] | None) -> None:
         """Give the pending step its risks after the update (measured now if not given)."""
@@ -371,7 +381,7 @@ class Trainer:
             self.writer.flush()
             state = {"step": next_step, "optimizer": self.optimizer.state_dict(),
                      "scheduler": self.scheduler.state_dict(), "rng": ckpt.rng_state(),
-                     "forget_draws": next_step * self.config.grad_accum}
+                     "forget_draws": next_step * self.config.grad_accum, "procedure": self.procedure.state_dict()}
             ckpt.save_checkpoint(self.run_dir, next_step, trainable_state(self.model), state)
             write_status(self.run_dir, "running", step=next_step, seconds=self._seconds())
         self.procs.barrier()
