@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from toy_models import make_batch, make_model
+from toy_models import make_batch, make_model, perturbed_copy
 
 from geffect.objectives import describe, get_objective, list_objectives
 from geffect.objectives.probe_directions import (
@@ -35,12 +35,8 @@ def model():
 
 @pytest.fixture(scope="module")
 def perturbed(model):
-    other = copy.deepcopy(model)
-    gen = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for p in other.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
-    return other
+    """Moved away from ``model``, which serves as the reference."""
+    return perturbed_copy(model)
 
 
 @pytest.fixture(scope="module")

@@ -58,6 +58,18 @@ def make_model(arch: str = "llama", dtype: torch.dtype = torch.float64, seed: in
     return model
 
 
+def perturbed_copy(model, scale: float = 0.05, seed: int = 7):
+    """A copy of ``model`` with seeded Gaussian noise of size ``scale`` added to every parameter."""
+    import copy
+
+    other = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    return other
+
+
 def make_batch(batch_size: int = 4, length: int = 12, padding_side: str = "right", seed: int = 1,
                vocab: int = VOCAB) -> dict[str, torch.Tensor]:
     """A random batch with varying lengths, padding on ``padding_side`` and prompt tokens masked in labels."""

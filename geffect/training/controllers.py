@@ -31,7 +31,7 @@ import torch
 
 from geffect.training.config import ConfigError
 from geffect.training.data import to_device
-from geffect.training.procedures import Procedure, ProcedureContext, procedure
+from geffect.training.procedures import Procedure, ProcedureContext, procedure, registrar
 from geffect.training.recording import combine_batches, instance_risks
 
 __all__ = ["Bandit", "Hypergradient", "MetaSignal", "WeightControl", "WeightRule", "controller",
@@ -76,14 +76,7 @@ _RULES: dict[str, RuleFactory] = {}
 
 def controller(name: str, *, replace: bool = False) -> Callable[[RuleFactory], RuleFactory]:
     """Register a rule factory ``factory(hparams, starting_weights) -> WeightRule`` under ``name``."""
-
-    def register(factory: RuleFactory) -> RuleFactory:
-        if name in _RULES and not replace and _RULES[name] is not factory:
-            raise ValueError(f"a weight controller named {name!r} is already registered; pass replace=True")
-        _RULES[name] = factory
-        return factory
-
-    return register
+    return registrar(_RULES, "weight controller", name, replace)
 
 
 def list_controllers() -> list[str]:

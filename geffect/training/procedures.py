@@ -89,16 +89,21 @@ ProcedureFactory = Callable[[Any, Mapping[str, Any]], Procedure]
 _PROCEDURES: dict[str, ProcedureFactory] = {}
 
 
-def procedure(name: str, *, replace: bool = False) -> Callable[[ProcedureFactory], ProcedureFactory]:
-    """Register a procedure factory ``factory(spec, hparams) -> Procedure`` under ``name`` (decorator)."""
+def registrar(table: dict[str, Any], what: str, name: str, replace: bool = False) -> Callable[[Any], Any]:
+    """A decorator that stores its argument in ``table`` under ``name`` (a second, different one raises)."""
 
-    def register(factory: ProcedureFactory) -> ProcedureFactory:
-        if name in _PROCEDURES and not replace and _PROCEDURES[name] is not factory:
-            raise ValueError(f"a training procedure named {name!r} is already registered; pass replace=True")
-        _PROCEDURES[name] = factory
+    def register(factory: Any) -> Any:
+        if name in table and not replace and table[name] is not factory:
+            raise ValueError(f"a {what} named {name!r} is already registered; pass replace=True")
+        table[name] = factory
         return factory
 
     return register
+
+
+def procedure(name: str, *, replace: bool = False) -> Callable[[ProcedureFactory], ProcedureFactory]:
+    """Register a procedure factory ``factory(spec, hparams) -> Procedure`` under ``name`` (decorator)."""
+    return registrar(_PROCEDURES, "training procedure", name, replace)
 
 
 def list_procedures() -> list[str]:
