@@ -1,5 +1,5 @@
 """Weight controllers: the hypergradient against a finite difference of M after a real SGD step, the
-update rules on hand-built signals, and the procedure inside the trainer (held-out validation rows,
+update rules on hand-built signals, and the companion inside the trainer (held-out validation rows,
 weights in the history, exact resume)."""
 
 from __future__ import annotations
@@ -13,6 +13,12 @@ from test_training_support import use_toy_model
 from toy_models import make_batch, make_model
 
 from geffect.objectives import get_objective
+from geffect.training.companions import (
+    Companion,
+    CompanionContext,
+    build_companion,
+    list_companions,
+)
 from geffect.training.config import ConfigError, UnlearnConfig
 from geffect.training.controllers import (
     Bandit,
@@ -23,12 +29,6 @@ from geffect.training.controllers import (
     term_gradients,
 )
 from geffect.training.data import SplitSource, UnlearningData
-from geffect.training.procedures import (
-    Procedure,
-    ProcedureContext,
-    build_procedure,
-    list_procedures,
-)
 from geffect.training.recording import instance_risks
 from geffect.training.trainer import Trainer
 
@@ -60,7 +60,7 @@ def test_hypergradient_matches_finite_difference_after_one_sgd_step():
 
     control = WeightControl(spec, hparams)
     control.set_validation(val["forget"], val["retain"])
-    control.start(ProcedureContext(model))
+    control.start(CompanionContext(model))
     signal = control.measure(0, lr, lambda: spec(model, forget, retain, ref, **hparams))
     assert signal.objective == pytest.approx(validation_objective(model, val, gamma), rel=1e-12)
 
@@ -149,8 +149,8 @@ def test_bad_controller_settings_are_config_errors():
     with pytest.raises(ConfigError, match="'every' and 'val_size' must be >= 1"):
         WeightControl(spec, spec.hparams(every=0))
     assert {"hypergradient", "bandit"} <= set(list_controllers())
-    assert {"weight_controller", "probe_directions"} <= set(list_procedures())
-    assert type(build_procedure(get_objective("ga"), {})) is Procedure
+    assert {"weight_controller", "probe_directions"} <= set(list_companions())
+    assert type(build_companion(get_objective("ga"), {})) is Companion
 
 
 # ------------------------------------------------------------------------------ inside the trainer

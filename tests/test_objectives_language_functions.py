@@ -187,7 +187,7 @@ def test_meta_cosine_rmu_weights_its_unweighted_terms(model, perturbed, forget, 
     assert close(meta.per_instance.mean(), meta.parts["forget"])
     spec = get_objective("meta_cosine_rmu")
     assert dict(spec.weights) == {"forget": "forget_weight", "retain": "retain_weight"}
-    assert spec.procedure == "weight_controller" and spec.trainable is get_objective("rmu").trainable
+    assert spec.companion == "weight_controller" and spec.trainable is get_objective("rmu").trainable
 
 
 # ------------------------------------------------------------------------------ probe_directions
@@ -309,5 +309,5 @@ def test_registered_and_described_as_interpretations():
         assert "interpretation" in text and "Atil" in text, name
     assert "weights:  forget × forget_weight, retain × retain_weight" in describe("meta_cosine_rmu")
     assert "weight_controller" in describe("meta_cosine_rmu")
-    assert "probe_directions" in get_objective("probe_directions").procedure
+    assert "probe_directions" in get_objective("probe_directions").companion
     assert steering_vector(8).norm() == pytest.approx(1.0)

@@ -88,7 +88,7 @@ def cosine_rmu(model: torch.nn.Module, forget: Batch, retain: Batch, ref_model: 
 
 
 @objective("meta_cosine_rmu", family="representation", paper=ATIL, trainable=rmu_trainable,
-           weights={"forget": "forget_weight", "retain": "retain_weight"}, procedure="weight_controller",
+           weights={"forget": "forget_weight", "retain": "retain_weight"}, companion="weight_controller",
            formula="L = w_f·E_f[mean_t (1 − cos(h_ℓ, u))] + w_r·E_r[mean_t ‖h_ℓ − h_ℓ^ref‖²/H], "
                    "w learned from validation G-effects  (interpretation)")
 def meta_cosine_rmu(model: torch.nn.Module, forget: Batch, retain: Batch, ref_model: torch.nn.Module,

@@ -9,7 +9,7 @@ forget activations along each ŵ_ℓ = w_ℓ/‖w_ℓ‖ (``form="erase"``) or p
 non-toxic side (``form="flip"``), while a retain term keeps the model's behaviour on non-toxic text.
 
 The probes are fitted once, on the model before unlearning: by the trainer's ``probe_directions``
-procedure (on the training splits, cached in the run directory, accuracies logged), or by
+companion (on the training splits, cached in the run directory, accuracies logged), or by
 :func:`fit_probe_directions` from any batches. Logistic regression is a few Newton steps in
 float64 (no extra dependency).
 """
@@ -203,7 +203,7 @@ def fit_probe_directions(model: torch.nn.Module, toxic: Iterable[Batch], clean: 
 # -- the objective ----------------------------------------------------------------------------------
 
 
-@objective("probe_directions", family="representation", paper=ATIL, procedure="probe_directions",
+@objective("probe_directions", family="representation", paper=ATIL, companion="probe_directions",
            formula="L = Σ_{ℓ∈S} λ_ℓ·E_f[mean_t ⟨h_ℓ, ŵ_ℓ⟩²] + E_r[NLL]  (erase; probes fitted first; interpretation)")
 def probe_directions(model: torch.nn.Module, forget: Batch, retain: Batch, ref_model: torch.nn.Module,
                      layers: Any = "all", single_layer: int | None = None, form: str = "erase",

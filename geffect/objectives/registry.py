@@ -10,7 +10,7 @@ batches, forget views (``needs=("idk",)`` → ``forget["idk"]``) and reference m
 build, and which parameters to train by default (``trainable``). Two optional declarations
 serve objectives that need more than a loss: ``weights`` maps loss terms (keys of ``parts``) to
 the hyper-parameters that weight them, so a weight controller can adjust them while training,
-and ``procedure`` names a registered training procedure (``geffect.training.procedures``) that
+and ``companion`` names a registered training companion (``geffect.training.companions``) that
 the trainer runs beside the objective (fitting probe directions, re-weighting terms).
 
 Losses are *minimised*: gradient ascent on the forget NLL is the loss ``-NLL``.
@@ -79,7 +79,7 @@ class ObjectiveSpec:
     trainable: TrainableHint | None = None
     accepts_any_hparam: bool = False
     weights: Mapping[str, str] = field(default_factory=dict)
-    procedure: str | None = None
+    companion: str | None = None
 
     @classmethod
     def from_function(cls, fn: Callable[..., ObjectiveOutput], name: str | None = None,
@@ -109,7 +109,7 @@ class ObjectiveSpec:
                     "(only model, forget, retain and ref_model are filled by the caller)")
             defaults[p.name] = p.default
         names = {p.name for p in params}
-        unknown = set(metadata) - {"needs", "formula", "paper", "family", "trainable", "weights", "procedure"}
+        unknown = set(metadata) - {"needs", "formula", "paper", "family", "trainable", "weights", "companion"}
         if unknown:
             raise TypeError(f"objective {name!r}: unknown metadata {sorted(unknown)}")
         weights = dict(metadata.pop("weights", {}))
@@ -184,8 +184,8 @@ class ObjectiveSpec:
                          .splitlines()[0])
         if self.weights:
             lines.append("  weights:  " + ", ".join(f"{term} × {h}" for term, h in self.weights.items()))
-        if self.procedure:
-            lines.append(f"  runs:     training procedure {self.procedure!r} beside the loss")
+        if self.companion:
+            lines.append(f"  runs:     training companion {self.companion!r} beside the loss")
         doc = inspect.getdoc(self.fn)
         if doc:
             lines += ["", textwrap.indent(doc, "  ")]
@@ -202,8 +202,8 @@ def objective(name: str | Callable[..., ObjectiveOutput] | None = None, *, repla
     ``@objective("my_loss", formula="...", needs=("idk",))`` or bare ``@objective``
     (the function's name is used). Metadata: ``needs`` (forget views), ``formula``,
     ``paper``, ``family``, ``trainable`` (callable ``(model, hparams) -> parameter names``),
-    ``weights`` (loss term -> the hyper-parameter weighting it), ``procedure`` (a registered
-    training procedure, see ``geffect.training.procedures``).
+    ``weights`` (loss term -> the hyper-parameter weighting it), ``companion`` (a registered
+    training companion, see ``geffect.training.companions``).
     Re-registering an existing name raises unless ``replace=True``. Returns the function
     unchanged, so it stays callable directly.
     """

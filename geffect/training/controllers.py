@@ -1,9 +1,9 @@
-"""Weight controllers: the procedure that re-sets an objective's term weights from measured effects.
+"""Weight controllers: the companion that re-sets an objective's term weights from measured effects.
 
 An objective with weighted terms declares them (``weights={"forget": "forget_weight", "retain":
-"retain_weight"}``: loss term -> hyper-parameter) and the procedure ``"weight_controller"``
-(``geffect.training.procedures``); its hyper-parameter ``controller`` names a *rule* registered
-here. Every ``every`` steps the procedure measures, on validation rows held out of the training
+"retain_weight"}``: loss term -> hyper-parameter) and the companion ``"weight_controller"``
+(``geffect.training.companions``); its hyper-parameter ``controller`` names a *rule* registered
+here. Every ``every`` steps the companion measures, on validation rows held out of the training
 data (``val_size`` forget and retain rows), the validation objective
 
     M(θ) = R(retain_val) − γ·R(forget_val)        (R: mean per-instance NLL)
@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 
+from geffect.training.companions import Companion, CompanionContext, companion, registrar
 from geffect.training.config import ConfigError
 from geffect.training.data import to_device
-from geffect.training.procedures import Procedure, ProcedureContext, procedure, registrar
 from geffect.training.recording import combine_batches, instance_risks
 
 __all__ = ["Bandit", "Hypergradient", "MetaSignal", "WeightControl", "WeightRule", "controller",
@@ -202,11 +202,11 @@ def validation_hypergradient(engine: Any, gradients: Mapping[str, Mapping[str, t
     return hyper, mean_risk
 
 
-# -- the procedure ------------------------------------------------------------------------------------
+# -- the companion ------------------------------------------------------------------------------------
 
 
-@procedure("weight_controller")
-class WeightControl(Procedure):
+@companion("weight_controller")
+class WeightControl(Companion):
     """Re-sets the declared term weights every ``every`` steps with the rule named by ``controller``.
 
     Hyper-parameters read (from the objective's): ``controller``, ``every``, ``gamma``, ``val_size``
@@ -246,7 +246,7 @@ class WeightControl(Procedure):
         """Use these batches (rows the run does not train on) as the forget and retain validation probes."""
         self.validation = {"forget": dict(forget), "retain": dict(retain)}
 
-    def start(self, context: ProcedureContext, state: Mapping[str, Any] | None = None) -> None:
+    def start(self, context: CompanionContext, state: Mapping[str, Any] | None = None) -> None:
         if self.validation is None:
             raise RuntimeError("WeightControl.start before prepare/set_validation: no validation probes")
         self.context = context

@@ -1,4 +1,4 @@
-"""The ``probe_directions`` procedure: fit the objective's per-block probes before the first step.
+"""The ``probe_directions`` companion: fit the objective's per-block probes before the first step.
 
 Logistic probes (``geffect.objectives.probe_directions``) separate the forget split's rows
 (toxic, label 1) from the retain split's (non-toxic, label 0) on mean-pooled activations of the
@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from geffect.objectives.probe_directions import ProbeDirections, fit_probe_directions, probe_layers
-from geffect.training.procedures import Procedure, ProcedureContext, procedure
+from geffect.training.companions import Companion, CompanionContext, companion
 
 __all__ = ["CACHE_NAME", "ProbeFitting", "read_probe_accuracy"]
 
@@ -40,8 +40,8 @@ def _rows_of(draw_batch, total: int) -> list[dict[str, torch.Tensor]]:
     return batches
 
 
-@procedure("probe_directions")
-class ProbeFitting(Procedure):
+@companion("probe_directions")
+class ProbeFitting(Companion):
     """Fits (or, on resume, reloads) the probes and hands them to the objective as ``probes=``."""
 
     def __init__(self, spec: Any, hparams: Mapping[str, Any]) -> None:
@@ -57,7 +57,7 @@ class ProbeFitting(Procedure):
                               "(non-toxic) rows: the run needs a retain split")
         self.data = data
 
-    def start(self, context: ProcedureContext, state: Mapping[str, Any] | None = None) -> None:
+    def start(self, context: CompanionContext, state: Mapping[str, Any] | None = None) -> None:
         cache = context.run_dir / CACHE_NAME if context.run_dir is not None else None
         if cache is not None and cache.with_suffix(".safetensors").is_file():
             self.probes = ProbeDirections.load(cache)

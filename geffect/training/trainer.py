@@ -40,6 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from geffect.training import checkpoint as ckpt
+from geffect.training.companions import CompanionContext, build_companion
 from geffect.training.config import CONFIG_FILE, ConfigError, UnlearnConfig
 from geffect.training.data import SplitSource, UnlearningData, check_views, to_device
 from geffect.training.distributed import processes
@@ -54,7 +55,6 @@ from geffect.training.modeling import (
     select_trainable,
     trainable_state,
 )
-from geffect.training.procedures import ProcedureContext, build_procedure
 from geffect.training.recording import StepRecord, StepRecorder
 from geffect.training.records import RecordWriter
 from geffect.training.run import Run
@@ -202,8 +202,8 @@ class Trainer:
         self.data = UnlearningData(self.tokenizer, SplitSource(config.data), config.forget,
                                    config.retain if needs_retain else None, self.views, config.seed,
                                    config.batch_size, config.retain_batch_size)
-        self.procedure = build_procedure(self.spec, self.hparams)  # fits probes, re-weights terms, ...
-        self.procedure.prepare(self.data)
+        self.companion = build_companion(self.spec, self.hparams)  # fits probes, re-weights terms, ...
+        self.companion.prepare(self.data)
         world = self.procs.world_size
         for name, size in (("batch_size", config.batch_size), ("retain_batch_size", config.retain_batch_size)):
             if size is not None and size % world:
@@ -248,9 +248,9 @@ class Trainer:
             write_status(self.run_dir, "running", step=start, total_steps=self.total, message=None,
                          seconds=self.seconds_before)
         self.procs.barrier()
-        context = ProcedureContext(self.model, self.run_dir, self.procs.is_main, self.autocast, self.procs.mean,
+        context = CompanionContext(self.model, self.run_dir, self.procs.is_main, self.autocast, self.procs.mean,
                                    self.config.seed)
-        self.procedure.start(context, state.get("procedure"))
+        self.companion.start(context, state.get("companion"))
         return start
 
     # -- the loop ---------------------------------------------------------------------------------------
@@ -289,7 +289,7 @@ class Trainer:
             bar.close()
             if self.recorder is not None:
                 self.recorder.close()
-            self.procedure.close()
+            self.companion.close()
         if self.procs.is_main:
             write_status(self.run_dir, status, message=message, seconds=self._seconds())
         if message is not None:
@@ -303,7 +303,7 @@ class Trainer:
         """One optimiser step; returns a divergence message instead of stepping if a value is non-finite."""
         config, accum = self.config, self.config.grad_accum
         lr = float(self.scheduler.get_last_lr()[0])
-        self.procedure.before_step(step, lr, lambda: self._objective(step * accum))
+        self.companion.before_step(step, lr, lambda: self._objective(step * accum))
         self.optimizer.zero_grad(set_to_none=True)
         loss, parts = 0.0, {}
         for micro in range(accum):
@@ -317,7 +317,7 @@ class Trainer:
         grads = [p.grad for p in self.params if p.grad is not None]
         grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
         row = {"step": step, "loss": loss, **{f"loss_{k}": v for k, v in parts.items()},
-               "grad_norm": grad_norm, "lr": lr, **self.procedure.history_fields()}
+               "grad_norm": grad_norm, "lr": lr, **self.companion.history_fields()}
         row.update({f"{key}_{p.name}": math.nan for p in self.probes for key in ("risk", "risk_change")})
         message = _non_finite(step, loss, parts, grad_norm)
         if message is not None:
@@ -353,7 +353,7 @@ class Trainer:
             retain = to_device(self.data.retain_batch(draw, procs.rank, procs.world_size), self.device)
         with self.autocast():
             return self.spec(self.model, forget, retain, self.ref_model,
-                             **{**self.hparams, **self.procedure.objective_kwargs()})
+                             **{**self.hparams, **self.companion.objective_kwargs()})
 
     def _complete_pending(self, risk_after: dict[str, torch.Tensor] | None) -> None:
         """Give the pending step its risks after the update (measured now if not given)."""
@@ -381,7 +381,7 @@ class Trainer:
             self.writer.flush()
             state = {"step": next_step, "optimizer": self.optimizer.state_dict(),
                      "scheduler": self.scheduler.state_dict(), "rng": ckpt.rng_state(),
-                     "forget_draws": next_step * self.config.grad_accum, "procedure": self.procedure.state_dict()}
+                     "forget_draws": next_step * self.config.grad_accum, "companion": self.companion.state_dict()}
             ckpt.save_checkpoint(self.run_dir, next_step, trainable_state(self.model), state)
             write_status(self.run_dir, "running", step=next_step, seconds=self._seconds())
         self.procs.barrier()

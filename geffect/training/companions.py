@@ -1,34 +1,34 @@
-"""Training procedures: work a run does beside minimising its objective's loss.
+"""Training companions: work a run does beside minimising its objective's loss.
 
 Some objectives need more than a loss function: probe directions fitted on the model before the
 first step (``probe_directions``), or term weights re-set from G-effects measured while training
-(``meta_cosine_rmu``). Such an objective names a procedure when it registers
-(``@objective(..., procedure="weight_controller")``); the trainer and the Hugging Face callback
-build it from this registry and call it at fixed points of a run, so a new procedure needs no
+(``meta_cosine_rmu``). Such an objective names a companion when it registers
+(``@objective(..., companion="weight_controller")``); the trainer and the Hugging Face callback
+build it from this registry and call it at fixed points of a run, so a new companion needs no
 change to either:
 
 1. ``prepare(data)`` once the training data exist (e.g. hold validation rows out of training);
 2. ``start(context, state)`` once the run directory is claimed, before the first step, with the
-   procedure's checkpointed state when a run resumes (e.g. fit or load cached probes);
+   companion's checkpointed state when a run resumes (e.g. fit or load cached probes);
 3. every step: ``before_step(step, lr, objective)`` (``objective()`` evaluates the loss on this
    step's first micro-batch), then the loss is called with ``objective_kwargs()`` added to its
    hyper-parameters, and ``history_fields()`` joins the step's history row;
 4. ``state_dict()`` goes into every checkpoint; ``close()`` at the end.
 
-Objectives that name no procedure get :class:`Procedure` itself, which does nothing.
+Objectives that name no companion get :class:`Companion` itself, which does nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["Procedure", "ProcedureContext", "build_procedure", "list_procedures", "procedure"]
+__all__ = ["Companion", "CompanionContext", "build_companion", "list_companions", "companion"]
 
 
 def _identity(value: float) -> float:
@@ -36,8 +36,8 @@ def _identity(value: float) -> float:
 
 
 @dataclass
-class ProcedureContext:
-    """What a procedure may use of the run: the model being trained, where to cache files, and how to
+class CompanionContext:
+    """What a companion may use of the run: the model being trained, where to cache files, and how to
     run a forward pass the way training does."""
 
     model: torch.nn.Module
@@ -46,11 +46,10 @@ class ProcedureContext:
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     mean: Callable[[float], float] = _identity  # average of a per-process value over processes
     seed: int = 0
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
-class Procedure:
-    """Base procedure (see the module docstring): every hook does nothing.
+class Companion:
+    """Base companion (see the module docstring): every hook does nothing.
 
     ``spec`` is the objective's :class:`~geffect.objectives.ObjectiveSpec` and ``hparams`` its
     resolved hyper-parameters (defaults plus the run's overrides).
@@ -62,7 +61,7 @@ class Procedure:
     def prepare(self, data: Any) -> None:
         """Called once the run's :class:`~geffect.training.data.UnlearningData` exists."""
 
-    def start(self, context: ProcedureContext, state: Mapping[str, Any] | None = None) -> None:
+    def start(self, context: CompanionContext, state: Mapping[str, Any] | None = None) -> None:
         """Called before the first step; ``state`` is what :meth:`state_dict` returned at the checkpoint."""
 
     def objective_kwargs(self) -> dict[str, Any]:
@@ -82,11 +81,11 @@ class Procedure:
         return {}
 
     def close(self) -> None:
-        """Release what the procedure holds (hooks, engines)."""
+        """Release what the companion holds (hooks, engines)."""
 
 
-ProcedureFactory = Callable[[Any, Mapping[str, Any]], Procedure]
-_PROCEDURES: dict[str, ProcedureFactory] = {}
+CompanionFactory = Callable[[Any, Mapping[str, Any]], Companion]
+_COMPANIONS: dict[str, CompanionFactory] = {}
 
 
 def registrar(table: dict[str, Any], what: str, name: str, replace: bool = False) -> Callable[[Any], Any]:
@@ -101,30 +100,30 @@ def registrar(table: dict[str, Any], what: str, name: str, replace: bool = False
     return register
 
 
-def procedure(name: str, *, replace: bool = False) -> Callable[[ProcedureFactory], ProcedureFactory]:
-    """Register a procedure factory ``factory(spec, hparams) -> Procedure`` under ``name`` (decorator)."""
-    return registrar(_PROCEDURES, "training procedure", name, replace)
+def companion(name: str, *, replace: bool = False) -> Callable[[CompanionFactory], CompanionFactory]:
+    """Register a companion factory ``factory(spec, hparams) -> Companion`` under ``name`` (decorator)."""
+    return registrar(_COMPANIONS, "training companion", name, replace)
 
 
-def list_procedures() -> list[str]:
-    """Names of the registered procedures."""
+def list_companions() -> list[str]:
+    """Names of the registered companions."""
     _load_builtins()
-    return list(_PROCEDURES)
+    return list(_COMPANIONS)
 
 
-def build_procedure(spec: Any, hparams: Mapping[str, Any]) -> Procedure:
-    """The procedure the objective ``spec`` names (a do-nothing :class:`Procedure` if none)."""
-    if not spec.procedure:
-        return Procedure(spec, hparams)
+def build_companion(spec: Any, hparams: Mapping[str, Any]) -> Companion:
+    """The companion the objective ``spec`` names (a do-nothing :class:`Companion` if none)."""
+    if not spec.companion:
+        return Companion(spec, hparams)
     _load_builtins()
-    if spec.procedure not in _PROCEDURES:
+    if spec.companion not in _COMPANIONS:
         from geffect.training.config import ConfigError
 
-        raise ConfigError(f"objective {spec.name!r} needs the training procedure {spec.procedure!r}, which is not "
-                          f"registered; known procedures: {', '.join(_PROCEDURES) or 'none'}")
-    return _PROCEDURES[spec.procedure](spec, hparams)
+        raise ConfigError(f"objective {spec.name!r} needs the training companion {spec.companion!r}, which is not "
+                          f"registered; known companions: {', '.join(_COMPANIONS) or 'none'}")
+    return _COMPANIONS[spec.companion](spec, hparams)
 
 
 def _load_builtins() -> None:
-    """Import the modules that register the built-in procedures."""
+    """Import the modules that register the built-in companions."""
     from geffect.training import controllers, probing  # noqa: F401

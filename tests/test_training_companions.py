@@ -1,4 +1,4 @@
-"""The ``probe_directions`` procedure in the trainer: probes fitted on the training splits before the first
+"""The ``probe_directions`` companion in the trainer: probes fitted on the training splits before the first
 step, cached in the run directory with their accuracies, reused on resume, handed to the objective."""
 
 from __future__ import annotations
@@ -52,11 +52,11 @@ def test_probes_reloaded_from_the_run_directory(tmp_path, monkeypatch):
     hand = ProbeDirections([0, 1], torch.ones(2, model.config.hidden_size, dtype=torch.float64),
                            torch.zeros(2, dtype=torch.float64), {"block.0": {"train": 0.5}})
     hand.save(tmp_path / "probe_directions")
-    from geffect.training.procedures import ProcedureContext
+    from geffect.training.companions import CompanionContext
 
     data = UnlearningData(tokenizer, SplitSource(), "forget01", "retain99", seed=5, batch_size=4)
     probing.prepare(data)
-    probing.start(ProcedureContext(model, run_dir=tmp_path))
+    probing.start(CompanionContext(model, run_dir=tmp_path))
     assert torch.equal(probing.objective_kwargs()["probes"].weight, hand.weight)
 
 
@@ -131,18 +131,18 @@ def test_objective_callback_learns_weights_in_a_hf_trainer(tmp_path, rule):
         assert history["weight_retain"].tolist()[:2] == [0.5, 2.0]
     else:
         assert (history["weight_forget"] + history["weight_retain"]).round(9).eq(2.0).all()
-    saved = __import__("pandas").read_parquet(tmp_path / "out" / "procedure_history.parquet")
+    saved = __import__("pandas").read_parquet(tmp_path / "out" / "companion_history.parquet")
     assert saved.equals(history)
 
 
 def test_objective_callback_fits_probes_in_a_hf_trainer(tmp_path):
     callback = train_hf(tmp_path, "probe_directions", {"probe_rows": 8}, steps=2)
     assert read_probe_accuracy(tmp_path / "out")["rows"].eq(16).all()
-    assert callback.procedure.objective_kwargs()["probes"].layers == [0, 1]
+    assert callback.companion.objective_kwargs()["probes"].layers == [0, 1]
 
 
 @pytest.mark.slow
-def test_diagnose_runs_the_procedures(tmp_path, monkeypatch):
+def test_diagnose_runs_the_companions(tmp_path, monkeypatch):
     import geffect
 
     use_toy_model(monkeypatch)
