@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from geffect.cli import UserError
+from geffect.cli import EXIT_DIVERGED, UserError
 from geffect.cli.options import add_run_options, run_settings
 
 
@@ -53,5 +53,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"final loss: {last['loss']:.4g}  {risks}")
     if run.status == "diverged":
         print(f"stopped: {run.info.get('message')}", file=sys.stderr)
-        return 3
+        return EXIT_DIVERGED
     return 0

@@ -1,8 +1,9 @@
 """Load a causal LM and its tokenizer: the shipped tiny models by name, or any HF model.
 
 Shipped names resolve to ``<data root>/models/<name>`` (see
-:func:`geffect.data.paths.data_root`); anything else is passed to
-``from_pretrained`` as a local path or Hugging Face hub id. Safetensors weights are
+:func:`geffect.data.paths.data_root`), then existing local paths; anything else must be a
+Hugging Face hub id the hub (or the local hub cache) can serve, else it fails at once
+(``geffect.sources``: nothing waits on an unreachable hub). Safetensors weights are
 preferred, remote code runs only when asked, and the model is put in eval mode on
 :func:`default_device` unless told otherwise.
 """
@@ -16,6 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from geffect.data.paths import data_root
+from geffect.sources import Source, resolve_source
 
 SHIPPED_MODELS: tuple[str, ...] = ("tiny", "tiny-retain90", "tiny-retain95", "tiny-retain99")
 
@@ -30,15 +32,17 @@ def models_dir() -> Path:
     return data_root() / "models"
 
 
-def resolve(name_or_path: str | Path) -> str:
-    """Directory of a shipped model name, else ``name_or_path`` unchanged (a path or hub id)."""
-    if str(name_or_path) in SHIPPED_MODELS:
-        folder = models_dir() / str(name_or_path)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"shipped model {name_or_path!r} not found in {folder}; "
-                                    "run `geffect build-world` to build it")
-        return str(folder)
-    return str(name_or_path)
+def resolve(name_or_path: str | Path) -> Source:
+    """Where a model reference points (shipped folder, local path or hub id), checked without waiting.
+
+    Raises :class:`geffect.errors.InputError` at once for a name that is neither shipped, nor an
+    existing path, nor a hub id the hub or its local cache can serve.
+    """
+    source = resolve_source(name_or_path, kind="model", shipped={n: models_dir() / n for n in SHIPPED_MODELS})
+    if source.kind == "shipped" and not (Path(source.location) / "config.json").is_file():
+        raise FileNotFoundError(f"shipped model {name_or_path!r} not found in {source.location}; "
+                                "run `geffect build-world` to build it")
+    return source
 
 
 def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | str:
@@ -60,9 +64,10 @@ def load(name_or_path: str | Path, device: torch.device | str | None = None,
     dtype); ``device`` defaults to :func:`default_device`. The model is in eval mode.
     """
     source = resolve(name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=_dtype(dtype), trust_remote_code=trust_remote_code,
-                                                 use_safetensors=None)
+    options = {"trust_remote_code": trust_remote_code, "local_files_only": source.local_only}
+    tokenizer = AutoTokenizer.from_pretrained(source.location, **options)
+    model = AutoModelForCausalLM.from_pretrained(source.location, dtype=_dtype(dtype), use_safetensors=None,
+                                                 **options)
     model.to(default_device() if device is None else torch.device(device))
     model.eval()
     return model, tokenizer

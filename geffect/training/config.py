@@ -11,6 +11,8 @@ the resolved form is what the trainer writes.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from geffect.errors import DamagedRunError, InputError, one_line
 from geffect.schema import DIRECTION_GRADIENT, DIRECTION_UPDATE
 
 DEFAULT_STEPS = 30
@@ -29,7 +32,7 @@ GRANULARITIES = ("layer", "module")
 CONFIG_FILE = "config.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A run cannot start as configured (bad field, unknown objective, missing split or model):
     a problem the user fixes; the CLI prints it as one line."""
 
@@ -70,7 +73,7 @@ class UnlearnConfig:
     record_every: int = 1  # record G-effects every k steps (0: never)
     directions: list[str] = field(default_factory=lambda: list(DIRECTIONS))
     granularity: str = "layer"  # "layer" groups or single "module"s
-    checkpoint_every: int = 50  # steps between checkpoints (the last step is always checkpointed)
+    checkpoint_every: int | None = None  # steps between checkpoints; None: at every flush (and the last step)
     flush_every: int = 10  # steps between record flushes to disk
     lora: dict[str, Any] | None = None  # peft.LoraConfig keyword arguments, or None for full fine-tuning
     lora_stack: list[str] | None = None  # earlier LoRA runs whose modules load frozen beneath this one's
@@ -90,6 +93,11 @@ class UnlearnConfig:
             probes["retain"] = retain
         return dataclasses.replace(self, retain=retain, probes=probes)
 
+    def checkpoint_interval(self) -> int:
+        """Steps between checkpoints: ``checkpoint_every``, else ``flush_every`` (so that a killed run
+        resumes from its last flush and no flushed record has to be recomputed)."""
+        return self.checkpoint_every if self.checkpoint_every is not None else self.flush_every
+
     def total_steps(self, n_forget: int) -> int:
         """Optimiser steps of the run: ``steps``, or ``epochs`` passes over ``n_forget`` examples."""
         if self.epochs is None:
@@ -104,19 +112,26 @@ class UnlearnConfig:
         _choice("granularity", self.granularity, GRANULARITIES)
         for direction in self.directions:
             _choice("directions", direction, DIRECTIONS)
-        for name in ("batch_size", "grad_accum", "checkpoint_every", "flush_every"):
+        for name in ("batch_size", "grad_accum", "flush_every"):
             _positive(name, getattr(self, name))
-        for name in ("retain_batch_size", "probe_size", "probe_chunk_size", "steps"):
+        for name in ("retain_batch_size", "probe_size", "probe_chunk_size", "steps", "checkpoint_every"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
         if self.record_every < 0:
             raise ConfigError(f"config field 'record_every' must be >= 0 (0 = never), got {self.record_every}")
         if self.steps is not None and self.epochs is not None:
             raise ConfigError("config fields 'steps' and 'epochs' are exclusive: set only one of them")
+        for name in ("lr", "weight_decay", "epochs", "max_grad_norm"):
+            if getattr(self, name) is not None:
+                _finite(name, getattr(self, name))
         if self.epochs is not None and self.epochs <= 0:
             raise ConfigError(f"config field 'epochs' must be > 0, got {self.epochs}")
-        if self.lr < 0 or self.warmup_steps < 0:
-            raise ConfigError("config fields 'lr' and 'warmup_steps' must be >= 0")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ConfigError(f"config field 'max_grad_norm' must be > 0, got {self.max_grad_norm}")
+        if not isinstance(self.warmup_steps, int) or isinstance(self.warmup_steps, bool):
+            raise ConfigError(f"config field 'warmup_steps' must be an integer, got {self.warmup_steps!r}")
+        if self.lr < 0 or self.weight_decay < 0 or self.warmup_steps < 0:
+            raise ConfigError("config fields 'lr', 'weight_decay' and 'warmup_steps' must be >= 0")
         if self.lora is not None and not isinstance(self.lora, dict):
             raise ConfigError(f"config field 'lora' must be a mapping of peft.LoraConfig arguments, got {self.lora!r}")
         if self.lora_stack is not None and (self.lora is None or not isinstance(self.lora_stack, list)):
@@ -140,7 +155,9 @@ class UnlearnConfig:
     def save(self, path: str | Path) -> Path:
         """Write the config as YAML (keys in field order)."""
         path = Path(path)
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        os.replace(tmp, path)  # a reader never sees half a file
         return path
 
     @classmethod
@@ -151,9 +168,12 @@ class UnlearnConfig:
             path = path / CONFIG_FILE
         if not path.is_file():
             raise FileNotFoundError(f"no run config at {str(path)!r}")
-        values = yaml.safe_load(path.read_text()) or {}
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            raise DamagedRunError(f"{str(path)!r} is not readable YAML: {one_line(err)}") from None
         if not isinstance(values, dict):
-            raise ConfigError(f"{str(path)!r} does not hold a mapping of config fields")
+            raise DamagedRunError(f"{str(path)!r} does not hold a mapping of config fields")
         return cls.from_dict(values)
 
 
@@ -166,6 +186,11 @@ def complement_split(forget: str) -> str | None:
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"config field {name!r} must be one of {list(allowed)}, got {value!r}")
+
+
+def _finite(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"config field {name!r} must be a finite number, got {value!r}")
 
 
 def _positive(name: str, value: Any) -> None:

@@ -101,6 +101,11 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def launched_rank() -> int:
+    """This process's rank in its launch (``RANK``, 0 if unset): rank 0 claims the run directory."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def processes(device: torch.device) -> SingleProcess:
     """The process set of this run: several when launched by torchrun / accelerate."""
     if launched_world_size() > 1:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
+from geffect.errors import InputError
 from geffect.training.config import ConfigError, UnlearnConfig
 
 
@@ -46,6 +47,8 @@ def load_base(config: UnlearnConfig, device: torch.device):
 
     try:
         model, tokenizer = load(config.model, device=device)
+    except InputError:
+        raise
     except (OSError, ValueError, KeyError) as err:
         raise ConfigError(f"cannot load model {config.model!r}: {err}") from err
     check_tokenizer(model, tokenizer, config.model)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from geffect.errors import DamagedRunError, one_line
 from geffect.schema import EFFECT_COLUMNS
 
 TABLES = ("effects", "history", "risks")
@@ -38,8 +39,49 @@ def read_table(run_dir: str | Path, table: str) -> pd.DataFrame:
     parts = _parts(table_path(run_dir, table))
     if not parts:
         return pd.DataFrame(columns=list(_expected_columns(table)))
-    frame = pd.concat([pd.read_parquet(path) for _, _, path in parts], ignore_index=True)
+    frame = pd.concat([read_part(path) for _, _, path in parts], ignore_index=True)
     return frame.sort_values("step", kind="stable", ignore_index=True)
+
+
+def read_part(path: Path) -> pd.DataFrame:
+    """One part file; a part that cannot be read raises :class:`DamagedRunError` naming it."""
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several types for a truncated or corrupt file
+        raise DamagedRunError(f"record part {str(path)!r} is damaged: {one_line(err)}") from None
+    if "step" not in frame.columns:
+        raise DamagedRunError(f"record part {str(path)!r} is damaged: it has no 'step' column")
+    return frame
+
+
+def verify_records(run_dir: str | Path, before: int, recorded: set[int]) -> None:
+    """Check the rows a resume keeps (steps < ``before``): every part readable, one history row
+    per step ``0..before-1``, effects and risks rows exactly for the ``recorded`` steps.
+
+    Raises :class:`DamagedRunError` naming the part or table; such rows cannot be recomputed
+    (the run keeps only its newest checkpoint), so the run must start again.
+    """
+    for table in TABLES:
+        folder = table_path(run_dir, table)
+        steps = []
+        for first, last, path in _parts(folder):
+            if first >= before:
+                continue  # dropped and recomputed by the resume
+            frame = read_part(path)
+            outside = frame.loc[(frame["step"] < first) | (frame["step"] > last), "step"]
+            if len(outside):
+                raise DamagedRunError(f"record part {str(path)!r} is damaged: it holds step {int(outside.iloc[0])}, "
+                                      f"outside the steps {first}..{last} its name promises")
+            steps.append(frame.loc[frame["step"] < before, "step"])
+        found = pd.concat(steps) if steps else pd.Series([], dtype="int64")
+        if table == "history":
+            wanted, got = list(range(before)), sorted(found.tolist())
+        else:
+            wanted, got = sorted(s for s in recorded if s < before), sorted(set(found.tolist()))
+        if got != wanted:
+            missing = sorted(set(wanted) - set(got))
+            what = f"steps {missing[:5]} are missing" if missing else "some steps are duplicated or unexpected"
+            raise DamagedRunError(f"record table {str(folder)!r} is damaged: {what} before step {before}")
 
 
 def _expected_columns(table: str) -> tuple[str, ...]:
@@ -114,7 +156,7 @@ class RecordWriter:
                 elif last >= step:
                     # Rewritten in place (atomic), so a crash here leaves no duplicate part;
                     # the name's last step is then an upper bound, which is all truncation needs.
-                    kept = pd.read_parquet(path)
+                    kept = read_part(path)
                     write_atomic(kept[kept["step"] < step], path)
             for stale in table_path(self.run_dir, table).glob(".*.tmp"):
                 stale.unlink()

@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from geffect.errors import DamagedRunError, one_line
+
 STATUS_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 PROBES_DIR = "probes"
@@ -29,8 +31,16 @@ def write_json(path: Path, value: Any) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """The JSON object at ``path``, or ``{}`` if the file does not exist."""
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """The JSON object at ``path``, or ``{}`` if the file does not exist; DamagedRunError if unreadable."""
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DamagedRunError(f"{str(path)!r} is damaged: {one_line(err)}") from None
+    if not isinstance(value, dict):
+        raise DamagedRunError(f"{str(path)!r} is damaged: it holds a {type(value).__name__}, not a JSON object")
+    return value
 
 
 def write_status(run_dir: Path, status: str, **fields: Any) -> None:

@@ -14,12 +14,13 @@ One optimiser step ``s`` (θ_s → θ_{s+1}):
    next step's measurement, or a forward pass) for the observed change;
 6. history row (loss, loss parts incl. objective weights, gradient norm, lr, per-probe mean
    risk and observed change); flush every ``flush_every`` steps; checkpoint every
-   ``checkpoint_every`` steps and at the end.
+   ``checkpoint_every`` steps (default: at every flush) and at the end.
 
-``resume=True`` continues a killed run from its newest checkpoint: records after the
-checkpoint are dropped and every state that decides later steps (parameters, optimiser,
-schedule, RNGs, data draw counter) is restored, so the final records equal those of an
-uninterrupted run.
+The run directory is claimed first (``claim``: one live writer, never a user's folder).
+``resume=True`` continues a killed run from its newest checkpoint: the records before it are
+verified (a damaged part stops the resume, naming the file), those after it are recomputed,
+and every state that decides later steps (parameters, optimiser, schedule, RNGs, data draw
+counter) is restored, so the final records equal those of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from geffect.errors import DamagedRunError, one_line
 from geffect.training import checkpoint as ckpt
+from geffect.training.claim import claim_run_dir
 from geffect.training.companions import CompanionContext, build_companion
 from geffect.training.config import CONFIG_FILE, ConfigError, UnlearnConfig
 from geffect.training.data import SplitSource, UnlearningData, check_views, to_device
-from geffect.training.distributed import processes
+from geffect.training.distributed import launched_rank, processes
 from geffect.training.modeling import (
     apply_lora,
     autocast_factory,
@@ -55,8 +58,9 @@ from geffect.training.modeling import (
     select_trainable,
     trainable_state,
 )
+from geffect.training.preflight import preflight
 from geffect.training.recording import StepRecord, StepRecorder
-from geffect.training.records import RecordWriter
+from geffect.training.records import RecordWriter, verify_records
 from geffect.training.run import Run
 from geffect.training.rundir import STATUS_FILE, read_json, write_probe_texts, write_status
 from geffect.training.stacking import stack_lora
@@ -225,16 +229,16 @@ class Trainer:
         self.writer = RecordWriter(self.run_dir)
 
     def _prepare_dir(self, resume: bool, status: dict[str, Any]) -> int:
-        """Create or reopen the run directory (``status``: its run.json as found); return the first step."""
-        if status and not resume:
-            raise ConfigError(f"{str(self.run_dir)!r} already holds a run (status {status.get('status')!r}); "
-                              "pass resume=True (CLI: --resume) to continue it or choose another out directory")
+        """Open the claimed run directory (``status``: its run.json as found); return the first step."""
         start, self.seconds_before = 0, float(status.get("seconds", 0.0))
         state: dict[str, Any] = {}
         latest = ckpt.latest_checkpoint(self.run_dir) if resume else None
         if latest is not None:
             start, path = latest
-            params, state = ckpt.load_checkpoint(path)
+            try:
+                params, state = ckpt.load_checkpoint(path)
+            except Exception as err:  # safetensors / torch.load raise several types for a corrupt file
+                raise DamagedRunError(f"checkpoint {str(path)!r} is damaged: {one_line(err)}") from None
             load_trainable(self.model, params, str(path))
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -253,15 +257,44 @@ class Trainer:
         self.companion.start(context, state.get("companion"))
         return start
 
+    def _verify_kept(self, status: dict[str, Any]) -> None:
+        """Check the records a resume keeps (those before its checkpoint), before any work."""
+        config, state = self.config, status.get("status")
+        if state in ("finished", "diverged"):
+            end = int(status.get("step") or 0)
+            before = end + 1 if state == "diverged" else end  # the diverged step has a history row only
+        else:
+            latest = ckpt.latest_checkpoint(self.run_dir)
+            end = before = latest[0] if latest else 0
+        every = config.record_every if config.directions and config.probes else 0
+        verify_records(self.run_dir, before, {s for s in range(end) if every and s % every == 0})
+
     # -- the loop ---------------------------------------------------------------------------------------
 
     def run(self, resume: bool = False) -> Run:
-        """Run (or continue) the step loop; returns the :class:`Run` of the directory."""
-        # read before the process group forms, so that no process sees rank 0's new status
-        status = read_json(self.run_dir / STATUS_FILE)
+        """Claim the run directory, run (or continue) the step loop; returns the :class:`Run` of the directory."""
+        # one claim per run: the launch's rank 0 holds it; every rank reads the status before the
+        # process group forms, so that no process sees rank 0's new status
+        preflight(self.config)
+        claim = claim_run_dir(self.run_dir, resume=resume) if launched_rank() == 0 else None
+        self.begun = False
+        try:
+            return self._run(resume, claim.info if claim else read_json(self.run_dir / STATUS_FILE))
+        except BaseException:
+            if claim is not None and not self.begun:
+                claim.abandon()
+            raise
+        finally:
+            if claim is not None:
+                claim.release()
+
+    def _run(self, resume: bool, status: dict[str, Any]) -> Run:
+        if resume and status.get("status") and launched_rank() == 0:
+            self._verify_kept(status)
         if resume and status.get("status") in ("finished", "diverged"):
             return Run(self.run_dir)  # nothing left to do
         self._setup()
+        self.begun = True
         start = self._prepare_dir(resume, status)
         self.started = time.perf_counter()
         self.pending: tuple[StepRecord, dict[str, Any]] | None = None
@@ -276,7 +309,7 @@ class Trainer:
                     status = "diverged"
                     self._checkpoint(step)
                     break
-                if (step + 1) % self.config.checkpoint_every == 0 or step + 1 == self.total:
+                if (step + 1) % self.config.checkpoint_interval() == 0 or step + 1 == self.total:
                     self._checkpoint(step + 1)
                 elif (step + 1) % self.config.flush_every == 0 and self.procs.is_main:
                     self.writer.flush()
@@ -338,7 +371,7 @@ class Trainer:
         self.recorder.after_step()
         self._complete_pending(record.risk)  # R_i(θ_s) is the previous recorded step's "after"
         nxt = step + 1
-        if nxt < self.total and nxt % config.record_every == 0 and nxt % config.checkpoint_every:
+        if nxt < self.total and nxt % config.record_every == 0 and nxt % config.checkpoint_interval():
             self.pending = (record, row)  # R_i(θ_{s+1}) comes from the next step's measurement
         else:
             record.risk_after = self.recorder.risks()
