@@ -13,6 +13,7 @@ from test_training_support import use_toy_model
 from toy_models import make_batch, make_model
 
 from geffect.objectives import get_objective
+from geffect.reporting import plots as plot
 from geffect.training.companions import (
     Companion,
     CompanionContext,
@@ -179,6 +180,11 @@ def test_controller_logs_weights_and_resumes_exactly(tmp_path, monkeypatch, rule
         assert history["weight_retain"].nunique() > 1  # the weights moved
     else:
         assert set(history["weight_retain"]) == {0.5, 2.0}  # both arms played
+    figure = plot.term_weights(full)
+    lines = [line for ax in figure.axes for line in ax.get_lines() if len(line.get_xdata()) > 1]
+    assert len(lines) >= (4 if rule == "hypergradient" else 3)  # 2 weights, M (+ validation G-effects)
+    if rule == "hypergradient":
+        assert {"meta_geffect_forget_forget", "meta_geffect_retain_retain"} <= set(history.columns)
     # a run that dies at step 4 (after the checkpoint before step 3) and is resumed gives the same rows
     original = Trainer._step
 

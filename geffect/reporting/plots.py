@@ -53,6 +53,7 @@ __all__ = [
     "predicted_vs_observed",
     "pairwise_matrix",
     "comparison_grid",
+    "term_weights",
 ]
 
 STEP_LABEL = "training step"
@@ -482,4 +483,44 @@ def comparison_grid(runs: Any, views: Sequence[str] = ("forget", "retain", "cumu
         for ax in cumulative_axes:
             ax.set_ylim(low, high)
     fig.suptitle(f"objective comparison: {effect_name(direction)}")
+    return fig
+
+
+@styled
+def term_weights(runs: Any) -> Figure:
+    """The loss-term weights a weight controller learned (``weight_<term>`` of the history), per step,
+    beside what moved them: the validation objective M and, for hypergradient controllers, each
+    term's mean G-effect on the forget and retain validation probes (see
+    ``geffect.training.controllers``). Terms forget/retain keep the probe line styles."""
+    items = [r for r in as_runs(runs) if any(c.startswith("weight_") for c in r.history.columns)]
+    if not items:
+        raise ValueError("no run has learned term weights (history columns weight_<term>)")
+    colors = _colors(items)
+    with_effects = [r for r in items if any(c.startswith("meta_geffect_") for c in r.history.columns)]
+    fig, axes = new_figure(1, 3 if with_effects else 2, width=4.6, height=3.4)
+    for run in items:
+        history = run.history.sort_values("step")
+        for column in (c for c in history.columns if c.startswith("weight_")):
+            term = column.removeprefix("weight_")
+            axes[0, 0].step(history["step"], history[column], where="post", color=colors[run.name],
+                            linestyle=PROBE_LINESTYLES.get(term, ":"), label=f"{run.name}: {term}")
+        if "meta_objective" in history:
+            measured = history.dropna(subset=["meta_objective"])
+            axes[0, 1].plot(measured["step"], measured["meta_objective"], marker="o", color=colors[run.name],
+                            label=run.name)
+    for run in with_effects:
+        history = run.history.dropna(subset=["meta_objective"]).sort_values("step")
+        for column in (c for c in history.columns if c.startswith("meta_geffect_")):
+            term, _, probe = column.removeprefix("meta_geffect_").rpartition("_")
+            axes[0, 2].plot(history["step"], history[column], color=colors[run.name], marker=".",
+                            linestyle=PROBE_LINESTYLES.get(probe, ":"), label=f"{run.name}: ∇L_{term} on {probe}")
+    axes[0, 0].set(title="learned term weights", xlabel=STEP_LABEL, ylabel="weight w_j")
+    axes[0, 1].set(title="validation objective M", xlabel=STEP_LABEL, ylabel="R(retain) − γ·R(forget) (nats)")
+    if with_effects:
+        zero_line(axes[0, 2])
+        axes[0, 2].set(title="per-term G-effect on validation probes", xlabel=STEP_LABEL,
+                       ylabel=effect_label(DIRECTION_GRADIENT))
+    for ax in axes[0]:
+        ax.legend(fontsize="x-small")
+    fig.suptitle("meta-learned trade-off")
     return fig

@@ -141,6 +141,11 @@ def build_sections(runs: Sequence[RunData], probes: Sequence[str] = ("forget", "
                                 f"instances: {run.name}", f"Instances ranked by {table['measure'].iloc[0]}.",
                                 plots.most_damaged(run, damaged_probe, texts=texts),
                                 _damage_view(table)))
+    weighted = [run for run in runs if any(c.startswith("weight_") for c in run.history.columns)]
+    if weighted:
+        sections.append(Section("term_weights", "Learned term weights", "Loss-term weights set by a weight "
+                                "controller over the steps, beside the validation objective and the per-term "
+                                "validation G-effects that moved them.", plots.term_weights(weighted)))
     return sections
 
 

@@ -11,6 +11,7 @@ data (``val_size`` forget and retain rows), the validation objective
 and, for rules that ask for it, each term's hypergradient: after a step θ' = θ − η Σ_j w_j ∇L_j,
 to first order ∂M(θ')/∂w_j = −η⟨∇M(θ), ∇L_j(θ)⟩, the difference of the G-effects of term j on the
 two validation probes, all terms contracted in one engine pass (``EffectProbe.measure_many``).
+Those G-effects are logged too (``meta_geffect_<term>_<probe>``), beside the weights they moved.
 The rule then returns the weights the next steps use. Built-in rules:
 
 * ``"hypergradient"``: w_j ← w_j·exp(−β ∂M/∂w_j), renormalised to the starting Σ_j w_j;
@@ -35,7 +36,7 @@ from geffect.training.data import to_device
 from geffect.training.recording import combine_batches, instance_risks
 
 __all__ = ["Bandit", "Hypergradient", "MetaSignal", "WeightControl", "WeightRule", "controller",
-           "list_controllers", "term_gradients", "validation_hypergradient"]
+           "list_controllers", "term_gradients", "validation_effects"]
 
 VALIDATION = ("forget", "retain")
 
@@ -49,6 +50,7 @@ class MetaSignal:
     objective: float
     risks: dict[str, float]
     hypergradient: dict[str, float] | None = None
+    effects: dict[str, dict[str, float]] | None = None  # term -> probe -> mean validation G-effect
 
 
 class WeightRule:
@@ -182,24 +184,28 @@ def term_gradients(output: Any, terms: Mapping[str, str] | list[str], model: tor
     return out
 
 
-def validation_hypergradient(engine: Any, gradients: Mapping[str, Mapping[str, torch.Tensor]],
-                             validation: Mapping[str, Mapping[str, torch.Tensor]], lr: float,
-                             gamma: float) -> tuple[dict[str, float], dict[str, float]]:
-    """(∂M(θ')/∂w_j per term, mean validation risk per probe) from one engine pass at the current θ.
+@dataclass
+class ValidationEffects:
+    """One engine pass on the validation probes: per term j and probe p the mean G-effect
+    ⟨∇R_p, ∇L_j⟩ (``effects[j][p]``), and the mean risk per probe."""
 
-    ``validation``: ``{"forget": batch, "retain": batch}``; M = R(retain) − γ·R(forget);
-    ∂M(θ')/∂w_j = −η(⟨∇R(retain), ∇L_j⟩ − γ⟨∇R(forget), ∇L_j⟩) with η = ``lr``.
-    """
+    effects: dict[str, dict[str, float]]
+    risks: dict[str, float]
+
+    def hypergradient(self, lr: float, gamma: float) -> dict[str, float]:
+        """∂M(θ')/∂w_j = −η(⟨∇R(retain), ∇L_j⟩ − γ⟨∇R(forget), ∇L_j⟩) per term, η = ``lr``."""
+        return {term: -lr * (e["retain"] - gamma * e["forget"]) for term, e in self.effects.items()}
+
+
+def validation_effects(engine: Any, gradients: Mapping[str, Mapping[str, torch.Tensor]],
+                       validation: Mapping[str, Mapping[str, torch.Tensor]]) -> ValidationEffects:
+    """The G-effects of every term's gradient on ``{"forget": batch, "retain": batch}``, one pass."""
     batch, slices = combine_batches([validation[name] for name in VALIDATION])
     results = engine.measure_many(dict(gradients), batch)
     risks = next(iter(results.values())).risks
-    mean_risk = {name: float(risks[part].mean()) for name, part in zip(VALIDATION, slices)}
-    hyper = {}
-    for term, result in results.items():
-        totals = result.values.sum(1)
-        effect = {name: float(totals[part].mean()) for name, part in zip(VALIDATION, slices)}
-        hyper[term] = -lr * (effect["retain"] - gamma * effect["forget"])
-    return hyper, mean_risk
+    effects = {term: {name: float(result.values.sum(1)[part].mean()) for name, part in zip(VALIDATION, slices)}
+               for term, result in results.items()}
+    return ValidationEffects(effects, {name: float(risks[part].mean()) for name, part in zip(VALIDATION, slices)})
 
 
 # -- the companion ------------------------------------------------------------------------------------
@@ -277,17 +283,20 @@ class WeightControl(Companion):
     def measure(self, step: int, lr: float, objective: Callable[[], Any]) -> MetaSignal:
         """M(θ_s), the validation risks and (if the rule asks) ∂M/∂w_j, at the current parameters."""
         model, mean = self.context.model, self.context.mean
-        hyper = None
+        hyper = effects = None
         if self.rule.needs_hypergradient:
             gradients = term_gradients(objective(), list(self.terms), model)
             with self._measuring():
-                hyper, risks = validation_hypergradient(self.engine, gradients, self.validation, lr, self.gamma)
-            hyper = {t: mean(v) for t, v in hyper.items()}  # each process saw its share of the batch
+                measured = validation_effects(self.engine, gradients, self.validation)
+            # each process saw its share of the batch: average the effects over processes
+            effects = {t: {p: mean(v) for p, v in e.items()} for t, e in measured.effects.items()}
+            hyper = ValidationEffects(effects, measured.risks).hypergradient(lr, self.gamma)
+            risks = measured.risks
         else:
             with self._measuring(), torch.no_grad():
                 risks = {name: float(instance_risks(model, self.validation[name]).mean()) for name in VALIDATION}
         value = risks["retain"] - self.gamma * risks["forget"]
-        return MetaSignal(step, lr, value, risks, hyper)
+        return MetaSignal(step, lr, value, risks, hyper, effects)
 
     def before_step(self, step: int, lr: float, objective: Callable[[], Any]) -> None:
         self._signal = None
@@ -301,8 +310,10 @@ class WeightControl(Companion):
         signal = self._signal
         fields["meta_objective"] = signal.objective if signal else math.nan
         if self.rule.needs_hypergradient:
-            fields |= {f"meta_hypergradient_{t}": (signal.hypergradient[t] if signal else math.nan)
-                       for t in self.terms}
+            for t in self.terms:
+                fields[f"meta_hypergradient_{t}"] = signal.hypergradient[t] if signal else math.nan
+                fields |= {f"meta_geffect_{t}_{p}": signal.effects[t][p] if signal else math.nan
+                           for p in VALIDATION}
         rule_fields = self.rule.fields()
         return fields | {k: (v if signal else math.nan) for k, v in rule_fields.items()}
 
