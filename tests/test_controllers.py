@@ -218,3 +218,17 @@ def test_validation_rows_are_held_out_of_training(monkeypatch):
     assert not any(row["question"] in text for row in gone for text in drawn)
     with pytest.raises(ConfigError, match="at least one must stay"):
         data.hold_out("forget", len(data.forget_rows))
+
+
+def test_validation_from_named_splits_leaves_training_rows_alone():
+    from test_training_support import world_tokenizer
+
+    data = UnlearningData(world_tokenizer(), SplitSource(), "forget01", "retain99", seed=3, batch_size=4)
+    before = (len(data.forget_rows), len(data.retain_rows))
+    spec = get_objective("meta_cosine_rmu")
+    control = WeightControl(spec, spec.hparams(val_size=5, val_forget="forget05", val_retain="retain95"))
+    control.prepare(data)
+    assert (len(data.forget_rows), len(data.retain_rows)) == before
+    assert control.validation["forget"]["input_ids"].shape[0] == 5
+    expected = data.probe("validation-retain", "retain95", 5).batch
+    assert torch.equal(control.validation["retain"]["input_ids"], expected["input_ids"])

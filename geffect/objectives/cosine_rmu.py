@@ -95,7 +95,8 @@ def meta_cosine_rmu(model: torch.nn.Module, forget: Batch, retain: Batch, ref_mo
                     layer: int | None = None, forget_weight: float = 1.0, retain_weight: float = RETAIN_WEIGHT,
                     retain_distance: str = "l2", tokens: str = "answer", seed: int = 0,
                     controller: str = "hypergradient", every: int = 5, gamma: float = 1.0,
-                    val_size: int = 16, meta_lr: float = 100.0,
+                    val_size: int = 16, val_forget: str | None = None, val_retain: str | None = None,
+                    meta_lr: float = 100.0,
                     grid: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0),
                     exploration: float = 1.0) -> ObjectiveOutput:
     """Meta-learned cosine RMU (interpretation of Atil et al. 2026): cosine RMU whose trade-off is learned.
@@ -103,8 +104,9 @@ def meta_cosine_rmu(model: torch.nn.Module, forget: Batch, retain: Batch, ref_mo
     L = w_f·L_forget + w_r·L_retain with the two terms of ``cosine_rmu``. The loss itself uses
     only ``forget_weight`` and ``retain_weight`` (the starting w); while training, the weight
     controller named by ``controller`` re-sets them every ``every`` steps to lower the
-    validation objective M = R(retain_val) − γ·R(forget_val) (mean NLL on ``val_size`` forget
-    and retain rows held out of the training data):
+    validation objective M = R(retain_val) − γ·R(forget_val), the mean NLL on ``val_size`` forget
+    and retain rows the run never trains on: rows of the splits ``val_forget`` / ``val_retain``
+    when given (e.g. a task's QA probes), else rows held out of the forget / retain training data:
 
     * ``"hypergradient"``: after a step θ' = θ − η Σ_j w_j ∇L_j, to first order
       ∂M(θ')/∂w_j = −η⟨∇M, ∇L_j⟩, a difference of the G-effects of term j on the two

@@ -215,8 +215,8 @@ def validation_effects(engine: Any, gradients: Mapping[str, Mapping[str, torch.T
 class WeightControl(Companion):
     """Re-sets the declared term weights every ``every`` steps with the rule named by ``controller``.
 
-    Hyper-parameters read (from the objective's): ``controller``, ``every``, ``gamma``, ``val_size``
-    and the rule's own (``meta_lr``; ``grid``, ``exploration``). Validation rows are held out of
+    Hyper-parameters read (from the objective's): ``controller``, ``every``, ``gamma``, ``val_size``,
+    ``val_forget`` / ``val_retain`` (validation splits; None: hold rows out) and the rule's own (``meta_lr``; ``grid``, ``exploration``). Validation rows are held out of
     the training streams in :meth:`prepare`, or given with :meth:`set_validation`.
     """
 
@@ -242,11 +242,19 @@ class WeightControl(Companion):
         self._signal: MetaSignal | None = None
 
     def prepare(self, data: Any) -> None:
-        """Hold ``val_size`` forget and retain rows out of training: the validation probes."""
-        if data.retain is None:
-            raise ConfigError(f"objective {self.spec.name!r}: the weight controller needs a retain split for its "
-                              "validation probe")
-        self.set_validation(data.hold_out("forget", self.val_size), data.hold_out("retain", self.val_size))
+        """The validation probes: ``val_size`` rows of the splits named by ``val_forget`` / ``val_retain``
+        (splits the run does not train on), or else rows held out of the forget / retain training stream."""
+        batches = {}
+        for stream in VALIDATION:
+            split = self.hparams.get(f"val_{stream}")
+            if split is not None:
+                batches[stream] = data.probe(f"validation-{stream}", split, self.val_size).batch
+            elif stream == "retain" and data.retain is None:
+                raise ConfigError(f"objective {self.spec.name!r}: the weight controller needs a retain split (or "
+                                  "val_retain=SPLIT) for its retain validation probe")
+            else:
+                batches[stream] = data.hold_out(stream, self.val_size)
+        self.set_validation(batches["forget"], batches["retain"])
 
     def set_validation(self, forget: Mapping[str, torch.Tensor], retain: Mapping[str, torch.Tensor]) -> None:
         """Use these batches (rows the run does not train on) as the forget and retain validation probes."""
