@@ -1,0 +1,60 @@
+"""The built-in concepts: ``persons`` (the world's people) and ``toxicity`` (the toxicity task)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from geffect.procedures.concepts import Concept, register_concept
+
+
+def _seeded_rows(split: Any, max_examples: int | None, seed: int) -> Any:
+    """``max_examples`` seeded rows of ``split`` (all when None or larger)."""
+    if max_examples is None or max_examples >= len(split):
+        return split
+    return split.shuffle(seed=seed).select(range(max_examples))
+
+
+def evaluate_persons(model: Any, tokenizer: Any, max_examples: int | None = None, seed: int = 0,
+                     batch_size: int = 64) -> dict[str, float]:
+    """Author QA ROUGE-L over all authors (↓: the people are forgotten) and world-facts ROUGE-L (kept).
+
+    ROUGE-L recall of greedy answers, as TOFU scores generations; ``max_examples`` caps each split
+    (a seeded sample).
+    """
+    from geffect.data import load_world
+    from geffect.evaluation.generation import greedy_answers
+    from geffect.evaluation.rouge import mean_rouge_l_recall
+
+    world = load_world()
+    out = {}
+    for key, split in (("author_rouge", "full"), ("world_facts_rouge", "world_facts")):
+        rows = _seeded_rows(world[split], max_examples, seed)
+        answers = greedy_answers(model, tokenizer, list(rows["question"]), batch_size=batch_size)
+        out[key] = mean_rouge_l_recall(answers, list(rows["answer"]))
+    return out
+
+
+def _person_scorer():
+    from geffect.evaluation.persons import load_person_tagger
+
+    return load_person_tagger()
+
+
+register_concept(Concept(
+    name="persons",
+    description="everything the target knows about the world's people (author QA); places and things "
+                "(the world facts) are kept — the analogue of forgetting the Person entity type",
+    instructions="persons",
+    scorer=_person_scorer,
+    kind="qa",
+    threshold=0.15,  # about one name word in seven; author answers score 0.25-0.5, country facts ~0
+    clean_threshold=0.02,
+    stop_reward=0.05,
+    task=None,
+    retain="world_facts",
+    true_forget="retain90",  # the authors 0-89 ...
+    heldout_forget="forget10",  # ... and a probe of the 10 authors held out from that training data
+    evaluate=evaluate_persons,
+    metric="author_rouge",
+    utility=("world_facts_rouge",),
+))

@@ -1,0 +1,111 @@
+"""Reveal and Release: instruction pools, concepts, Reveal on tiny, a 2-iteration end-to-end run, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+import geffect
+from geffect.procedures import RevealRelease, get_concept, list_concepts, reveal_release
+from geffect.procedures.concepts import load_instructions
+from geffect.procedures.reveal import concept_row, reveal, sample_completions
+from geffect.training import ConfigError
+
+FAST = dict(iterations=2, rounds=6, k=2, top_instructions=3, completions=8, steps=3, probe_size=8,
+            eval_examples=16, batch_size=4, max_new_tokens=20)
+
+
+@pytest.mark.parametrize("name", ["persons"])
+def test_shipped_pools_hold_at_least_40_distinct_instructions(name):
+    pool = get_concept(name).pool()
+    assert len(pool) >= 40 and len(set(pool)) == len(pool)
+
+
+def test_bad_pool_files_name_the_line(tmp_path):
+    path = tmp_path / "pool.jsonl"
+    path.write_text('{"instruction": "a"}\n{"text": "b"}\n')
+    with pytest.raises(ValueError, match="line 2: missing"):
+        load_instructions(path)
+    with pytest.raises(FileNotFoundError, match="no instruction pool"):
+        load_instructions("no-such-pool")
+
+
+def test_unknown_concept_and_bad_settings_fail_before_work(tmp_path):
+    with pytest.raises(KeyError, match="known concepts"):
+        get_concept("nobody")
+    assert "persons" in list_concepts()
+    with pytest.raises(ConfigError, match="policy"):
+        reveal_release("persons", "tiny", tmp_path / "x", policy="greedy")
+    with pytest.raises(ConfigError, match="unknown reveal-release setting"):
+        reveal_release("persons", "tiny", tmp_path / "x", rouns=3)
+    assert not (tmp_path / "x").exists()
+
+
+def test_rows_follow_the_concept_kind():
+    assert concept_row(get_concept("persons"), "Who?", "Ana.") == {"question": "Who?", "answer": "Ana."}
+
+
+def test_sampling_is_seeded():
+    model, tokenizer = geffect.load_model("tiny")
+    prompt = geffect.encode_prompt(tokenizer, "Tell me about an author.")
+    first = sample_completions(model, tokenizer, prompt, 4, seed=3, max_new_tokens=12)
+    assert first == sample_completions(model, tokenizer, prompt, 4, seed=3, max_new_tokens=12)
+    assert first != sample_completions(model, tokenizer, prompt, 4, seed=4, max_new_tokens=12)
+
+
+class KeywordScorer:
+    """A scorer for tests: 1 when the text holds 'was born', else 0."""
+
+    def score(self, texts):
+        return [float("was born" in t) for t in texts]
+
+
+def test_reveal_keeps_concept_completions_as_forget_and_clean_ones_as_retain():
+    model, tokenizer = geffect.load_model("tiny")
+    result = reveal(model, tokenizer, get_concept("persons"), KeywordScorer(), rounds=6, k=2, top_instructions=3,
+                    completions=6, max_new_tokens=16, progress=False)
+    assert len(result.rounds) == 6 and result.best_reward == result.instructions["mean_reward"].max()
+    table = result.completions
+    assert set(table.loc[table["kept"] == "forget", "score"]) <= {1.0}
+    assert set(table.loc[table["kept"] == "retain", "score"]) <= {0.0}
+    answers = [r["answer"] for r in result.forget_rows]
+    assert len(answers) == len(set(answers)) and all("was born" in a for a in answers)
+
+
+@pytest.mark.slow
+def test_two_iterations_end_to_end_on_tiny_with_resume_and_cli(tmp_path):
+    out = tmp_path / "rr"
+    result = reveal_release("persons", "tiny", out, progress=False, **FAST)
+    assert result.status == "finished" and result.info["iterations"] == 2
+    summary = result.summary
+    assert list(summary["iteration"]) == [0, 1, 2]
+    assert {"author_rouge", "world_facts_rouge", "best_reward", "forget_rows"} <= set(summary.columns)
+    runs = result.runs
+    assert [r.status for r in runs] == ["finished", "finished"]
+    assert runs[1].config.lora_stack == ["../../iter-01/release"] and runs[0].config.lora_stack is None
+    effects = runs[1].effects
+    assert {"forget", "true_forget", "retain"} <= set(effects["probe"])
+    assert runs[1].history["loss_orthogonality"].iloc[0] > 0  # the second module is held orthogonal
+    forget = pd.read_json(out / "iter-01" / "reveal" / "forget.jsonl", lines=True)
+    assert len(forget) == summary["forget_rows"][1]
+    assert len(result.rounds) == 2 * FAST["rounds"]
+    # resuming a finished procedure redoes nothing and changes nothing
+    before = (out / "summary.csv").read_text()
+    again = reveal_release("persons", "tiny", out, resume=True, progress=False, **FAST)
+    assert (out / "summary.csv").read_text() == before and again.status == "finished"
+    with pytest.raises(ConfigError, match="different settings"):
+        reveal_release("persons", "tiny", out, resume=True, progress=False, **{**FAST, "steps": 4})
+    with pytest.raises(ConfigError, match="already holds"):
+        reveal_release("persons", "tiny", out, progress=False, **FAST)
+    # the CLI continues it too, and reports
+    cli = subprocess.run([sys.executable, "-c", "import sys; from geffect.cli import main; sys.exit(main())",
+                          "reveal-release", "--out", str(out), "--resume", "--no-progress"],
+                         capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    assert "status: finished" in cli.stdout
+    assert json.loads((out / "status.json").read_text())["status"] == "finished"
+    assert isinstance(RevealRelease(out).baseline["author_rouge"], float)
