@@ -12,7 +12,7 @@ import pytest
 import geffect
 from geffect.procedures import RevealRelease, get_concept, list_concepts, reveal_release
 from geffect.procedures.concepts import load_instructions
-from geffect.procedures.reveal import concept_row, reveal, sample_completions
+from geffect.procedures.reveal import concept_row, reveal
 from geffect.training import ConfigError
 
 FAST = dict(iterations=2, rounds=6, k=2, top_instructions=3, completions=8, steps=3, probe_size=8,
@@ -49,12 +49,14 @@ def test_rows_follow_the_concept_kind():
     assert concept_row(get_concept("persons"), "Who?", "Ana.") == {"question": "Who?", "answer": "Ana."}
 
 
-def test_sampling_is_seeded():
+def test_reveal_is_seeded():
     model, tokenizer = geffect.load_model("tiny")
-    prompt = geffect.encode_prompt(tokenizer, "Tell me about an author.")
-    first = sample_completions(model, tokenizer, prompt, 4, seed=3, max_new_tokens=12)
-    assert first == sample_completions(model, tokenizer, prompt, 4, seed=3, max_new_tokens=12)
-    assert first != sample_completions(model, tokenizer, prompt, 4, seed=4, max_new_tokens=12)
+    settings = dict(rounds=4, k=2, top_instructions=2, completions=3, max_new_tokens=12, progress=False)
+    first = reveal(model, tokenizer, get_concept("persons"), KeywordScorer(), seed=3, **settings)
+    again = reveal(model, tokenizer, get_concept("persons"), KeywordScorer(), seed=3, **settings)
+    other = reveal(model, tokenizer, get_concept("persons"), KeywordScorer(), seed=4, **settings)
+    pd.testing.assert_frame_equal(first.completions, again.completions)
+    assert not first.completions.equals(other.completions)
 
 
 class KeywordScorer:

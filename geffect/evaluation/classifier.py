@@ -72,20 +72,8 @@ class BagOfWordsClassifier:
                 counts[gram] = counts.get(gram, 0) + 1
         vocabulary = {g: i for i, g in enumerate(sorted(g for g, c in counts.items() if c >= min_count))}
         model = cls(vocabulary, np.zeros(len(vocabulary)), 0.0, ngram)
-        x = model.features(texts)
-
-        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-            z = x @ theta[:-1] + theta[-1]
-            p = expit(z)
-            # log(1 + e^z) - y z, computed stably
-            value = float(np.sum(np.logaddexp(0.0, z) - y * z)) + 0.5 * l2 * float(theta[:-1] @ theta[:-1])
-            residual = p - y
-            grad = np.concatenate([x.T @ residual + l2 * theta[:-1], [residual.sum()]])
-            return value, grad
-
-        result = optimize.minimize(loss, np.zeros(len(vocabulary) + 1), jac=True, method="L-BFGS-B")
-        model.weights, model.bias = result.x[:-1], float(result.x[-1])
-        model.info = {"train_size": len(y), "l2": l2, "min_count": min_count, "converged": bool(result.success)}
+        model.weights, model.bias, converged = fit_logistic(model.features(texts), y, l2)
+        model.info = {"train_size": len(y), "l2": l2, "min_count": min_count, "converged": converged}
         return model
 
     def to_json(self) -> dict[str, Any]:
@@ -110,6 +98,27 @@ class BagOfWordsClassifier:
         return cls(vocabulary, weights, float(data["bias"]), int(data["ngram"]), data.get("info", {}))
 
 
+def fit_logistic(x: sparse.spmatrix | np.ndarray, y: Sequence[float] | np.ndarray,
+                 l2: float = 1.0) -> tuple[np.ndarray, float, bool]:
+    """(weights, bias, converged) of an L2-penalised logistic regression on feature rows ``x`` (L-BFGS).
+
+    Minimises ``Σ log(1 + e^z) − y·z + l2/2·‖w‖²`` with ``z = x·w + b`` (the bias is not penalised).
+    """
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape[0] != len(y) or len(y) == 0 or not set(np.unique(y)) <= {0.0, 1.0} or len(np.unique(y)) < 2:
+        raise ValueError("fit needs one 0/1 label per row, with both labels present")
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        z = x @ theta[:-1] + theta[-1]
+        # log(1 + e^z) - y z, computed stably
+        value = float(np.sum(np.logaddexp(0.0, z) - y * z)) + 0.5 * l2 * float(theta[:-1] @ theta[:-1])
+        residual = expit(z) - y
+        return value, np.concatenate([x.T @ residual + l2 * theta[:-1], [residual.sum()]])
+
+    result = optimize.minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B")
+    return result.x[:-1], float(result.x[-1]), bool(result.success)
+
+
 def accuracy(scores: Sequence[float], labels: Sequence[int], threshold: float = 0.5) -> float:
     """Fraction of texts whose thresholded score equals their 0/1 label."""
     if len(scores) != len(labels) or not labels:
@@ -117,4 +126,4 @@ def accuracy(scores: Sequence[float], labels: Sequence[int], threshold: float = 
     return sum((s >= threshold) == bool(y) for s, y in zip(scores, labels)) / len(labels)
 
 
-__all__ = ["BagOfWordsClassifier", "accuracy", "ngrams"]
+__all__ = ["BagOfWordsClassifier", "accuracy", "fit_logistic", "ngrams"]

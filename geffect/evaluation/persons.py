@@ -29,7 +29,7 @@ import numpy as np
 from scipy import sparse
 from scipy.special import expit
 
-from geffect.evaluation.logistic import fit_logistic
+from geffect.evaluation.classifier import fit_logistic
 
 PERSON_SLOTS = frozenset({"name", "spouse", "pen", "classic"})
 TOKEN = re.compile(r"[A-Za-z]+|[0-9]+|'s\b|\S")

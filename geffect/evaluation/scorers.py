@@ -5,6 +5,8 @@ harmful). The shipped ``"toxicity"`` and ``"harm"`` scorers are small classifier
 (:class:`~geffect.evaluation.classifier.BagOfWordsClassifier`) trained by ``geffect
 build-world`` on the tasks' synthetic labelled text and stored as JSON under
 ``data/scorers/``; they understand the invented words of those tasks and nothing else.
+``"persons"`` is the PERSON-span tagger of the embedded world (:mod:`geffect.evaluation.persons`;
+the share of a text's words inside people's names), trained on first use and cached.
 For a real model plug in a real scorer wherever one is taken — any object with a
 ``score`` method, e.g. a Detoxify wrapper::
 
@@ -146,8 +148,16 @@ def build_scorer(task: str, tasks_root: str | Path | None = None, out_dir: str |
     return result
 
 
+def _person_tagger() -> Scorer:
+    """The PERSON-span tagger of the embedded world (trained on first use, then cached)."""
+    from geffect.evaluation.persons import load_person_tagger
+
+    return load_person_tagger()
+
+
 for _name in SHIPPED_SCORERS:
     register_scorer(_name, _shipped(_name))
+register_scorer("persons", _person_tagger)
 
 __all__ = ["SHIPPED_SCORERS", "Scorer", "TransformersScorer", "build_scorer", "get_scorer", "list_scorers", "register_scorer",
            "scorers_dir"]

@@ -64,23 +64,13 @@ def context_vectors(model: Any, prompts: Sequence[Sequence[int]]) -> torch.Tenso
     return torch.stack(out)
 
 
-@torch.no_grad()
 def sample_completions(model: Any, tokenizer: Any, prompt: Sequence[int], n: int, *, temperature: float = 1.0,
                        top_p: float = 1.0, max_new_tokens: int = 32, seed: int = 0) -> list[str]:
-    """``n`` completions of one prompt sampled at ``temperature`` (seeded; the global RNG is untouched)."""
-    from geffect.data.encoding import pad_id
+    """``n`` seeded completions of one prompt sampled at ``temperature`` (nucleus ``top_p``)."""
+    from geffect.evaluation.generation import Sampling, continue_prompts
 
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    ids = torch.tensor([list(prompt)] * n, device=device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        generated = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                                   temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
-                                   pad_token_id=pad_id(tokenizer), eos_token_id=tokenizer.eos_token_id)
-    model.train(was_training)
-    return [t.strip() for t in tokenizer.batch_decode(generated[:, ids.shape[1]:], skip_special_tokens=True)]
+    sampling = Sampling(temperature=temperature, top_p=top_p, samples=n, seed=seed)
+    return continue_prompts(model, tokenizer, [prompt], max_new_tokens, sampling, batch_size=max(n, 1))
 
 
 @dataclass
