@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,25 @@ def ngrams(text: str, n: int) -> set[str]:
     return {" ".join(words[i:i + k]) for k in range(1, n + 1) for i in range(len(words) - k + 1)}
 
 
+def vocabulary_of(feature_sets: Iterable[Iterable[str]], min_count: int = 1) -> dict[str, int]:
+    """Features present in at least ``min_count`` of the sets, numbered in sorted order."""
+    counts: dict[str, int] = {}
+    for features in feature_sets:
+        for f in set(features):
+            counts[f] = counts.get(f, 0) + 1
+    return {f: i for i, f in enumerate(sorted(f for f, c in counts.items() if c >= min_count))}
+
+
+def presence_matrix(feature_sets: Sequence[Iterable[str]], vocabulary: dict[str, int]) -> sparse.csr_matrix:
+    """Binary presence matrix (sets × vocabulary); features outside the vocabulary are dropped."""
+    rows, cols = [], []
+    for i, features in enumerate(feature_sets):
+        hits = sorted({vocabulary[f] for f in features if f in vocabulary})
+        rows.extend([i] * len(hits))
+        cols.extend(hits)
+    return sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(feature_sets), len(vocabulary)))
+
+
 @dataclass
 class BagOfWordsClassifier:
     """P(label = 1 | text) = sigmoid(bias + Σ weights of the text's n-grams)."""
@@ -43,13 +62,7 @@ class BagOfWordsClassifier:
 
     def features(self, texts: Sequence[str]) -> sparse.csr_matrix:
         """Binary n-gram presence matrix (texts × vocabulary); unseen n-grams are dropped."""
-        rows, cols = [], []
-        for i, text in enumerate(texts):
-            hits = sorted(self.vocabulary[g] for g in ngrams(text, self.ngram) if g in self.vocabulary)
-            rows.extend([i] * len(hits))
-            cols.extend(hits)
-        data = np.ones(len(rows))
-        return sparse.csr_matrix((data, (rows, cols)), shape=(len(texts), len(self.vocabulary)))
+        return presence_matrix([ngrams(text, self.ngram) for text in texts], self.vocabulary)
 
     def score(self, texts: Sequence[str]) -> list[float]:
         """Probability that each text has the label (the scorer interface)."""
@@ -66,11 +79,7 @@ class BagOfWordsClassifier:
         y = np.asarray(labels, dtype=np.float64)
         if len(texts) != len(y) or len(y) == 0 or not set(np.unique(y)) <= {0.0, 1.0} or len(np.unique(y)) < 2:
             raise ValueError("fit needs as many 0/1 labels as texts, with both labels present")
-        counts: dict[str, int] = {}
-        for text in texts:
-            for gram in ngrams(text, ngram):
-                counts[gram] = counts.get(gram, 0) + 1
-        vocabulary = {g: i for i, g in enumerate(sorted(g for g, c in counts.items() if c >= min_count))}
+        vocabulary = vocabulary_of((ngrams(text, ngram) for text in texts), min_count)
         model = cls(vocabulary, np.zeros(len(vocabulary)), 0.0, ngram)
         model.weights, model.bias, converged = fit_logistic(model.features(texts), y, l2)
         model.info = {"train_size": len(y), "l2": l2, "min_count": min_count, "converged": converged}
@@ -126,4 +135,4 @@ def accuracy(scores: Sequence[float], labels: Sequence[int], threshold: float = 
     return sum((s >= threshold) == bool(y) for s, y in zip(scores, labels)) / len(labels)
 
 
-__all__ = ["BagOfWordsClassifier", "accuracy", "fit_logistic", "ngrams"]
+__all__ = ["BagOfWordsClassifier", "accuracy", "fit_logistic", "ngrams", "presence_matrix", "vocabulary_of"]

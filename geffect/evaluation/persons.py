@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import sparse
 from scipy.special import expit
 
-from geffect.evaluation.classifier import fit_logistic
+from geffect.evaluation.classifier import fit_logistic, presence_matrix, vocabulary_of
 
 PERSON_SLOTS = frozenset({"name", "spouse", "pen", "classic"})
 TOKEN = re.compile(r"[A-Za-z]+|[0-9]+|'s\b|\S")
@@ -173,14 +172,6 @@ class PersonTagger:
     threshold: float = 0.5
     info: dict[str, Any] = field(default_factory=dict)
 
-    def _matrix(self, rows: Sequence[list[str]]) -> sparse.csr_matrix:
-        r, c = [], []
-        for i, feats in enumerate(rows):
-            hits = sorted({self.vocabulary[f] for f in feats if f in self.vocabulary})
-            r.extend([i] * len(hits))
-            c.extend(hits)
-        return sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(len(rows), len(self.vocabulary)))
-
     @classmethod
     def fit(cls, texts: Sequence[TaggedText], l2: float = 1.0, min_count: int = 2) -> PersonTagger:
         """Fit on tagged texts: features seen in ≥ ``min_count`` tokens, L2 weight ``l2``."""
@@ -189,13 +180,9 @@ class PersonTagger:
             tokens = [t for t, _, _ in tokenize(item.text)]
             rows += [token_features(tokens, i) for i in range(len(tokens))]
             labels += token_labels(item.text, item.spans)
-        counts: dict[str, int] = {}
-        for feats in rows:
-            for f in set(feats):
-                counts[f] = counts.get(f, 0) + 1
-        vocabulary = {f: i for i, f in enumerate(sorted(f for f, n in counts.items() if n >= min_count))}
+        vocabulary = vocabulary_of(rows, min_count)
         tagger = cls(vocabulary, np.zeros(len(vocabulary)), 0.0)
-        tagger.weights, tagger.bias, converged = fit_logistic(tagger._matrix(rows), np.asarray(labels), l2)
+        tagger.weights, tagger.bias, converged = fit_logistic(presence_matrix(rows, vocabulary), labels, l2)
         tagger.info = {"train_texts": len(texts), "train_tokens": len(labels), "l2": l2, "min_count": min_count,
                        "features": len(vocabulary), "converged": converged}
         return tagger
@@ -206,7 +193,8 @@ class PersonTagger:
         if not tokens:
             return []
         words = [t for t, _, _ in tokens]
-        probs = expit(self._matrix([token_features(words, i) for i in range(len(words))]) @ self.weights + self.bias)
+        features = [token_features(words, i) for i in range(len(words))]
+        probs = expit(presence_matrix(features, self.vocabulary) @ self.weights + self.bias)
         return [(t, s, e, float(p)) for (t, s, e), p in zip(tokens, probs)]
 
     def spans(self, text: str) -> list[Span]:
