@@ -270,5 +270,5 @@ def test_epochs_replace_the_default_steps_and_settings_are_shared(model_dir, tmp
                          hparams={"scale": 0.5}, progress=False)
     (objective, kwargs), = calls
     assert objective is fine and "steps" not in kwargs
-    assert kwargs == {"model": str(model_dir), "forget": "forget10", "epochs": 0.5, "batch_size": 4,
+    assert kwargs == {"model": str(model_dir), "epochs": 0.5, "batch_size": 4,
                       "hparams": {"scale": 0.5}, "progress": False}

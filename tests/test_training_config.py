@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from geffect.training.config import ConfigError, UnlearnConfig, complement_split
+from geffect.tasks.builtin import complement_split
+from geffect.training.config import ConfigError, UnlearnConfig
 
 
 def test_yaml_round_trip(tmp_path):

@@ -7,13 +7,16 @@ import torch
 from test_training_support import world_tokenizer
 
 from geffect.data import REFUSALS, collate, encode_qa
+from geffect.data.sampling import sample_indices
+from geffect.errors import InputError
+from geffect.tasks import TaskData
 from geffect.training.config import ConfigError
-from geffect.training.data import BatchStream, SplitSource, UnlearningData, sample_indices, shard
+from geffect.training.data import BatchStream, UnlearningData, shard
 
 
 @pytest.fixture(scope="module")
 def data():
-    return UnlearningData(world_tokenizer(), SplitSource(), "forget01", "retain99", views=["idk", "mismatch"],
+    return UnlearningData(world_tokenizer(), TaskData(), "forget01", "retain99", views=["idk", "mismatch"],
                           seed=3, batch_size=6)
 
 
@@ -56,7 +59,7 @@ def test_views_keep_the_question_and_draw_seeded_answers(data):
             question_part, _, answer = text.partition("\nAnswer: ")
             assert question_part == f"Question: {row['question']}"
             assert answer in pool
-    again = UnlearningData(tok, SplitSource(), "forget01", "retain99", views=["idk", "mismatch"], seed=3, batch_size=6)
+    again = UnlearningData(tok, TaskData(), "forget01", "retain99", views=["idk", "mismatch"], seed=3, batch_size=6)
     assert torch.equal(again.forget_batch(1)["mismatch"]["input_ids"], batch["mismatch"]["input_ids"])
     answers = [tok.decode(batch["idk"]["input_ids"][j], skip_special_tokens=True) for j in range(6)]
     assert len(set(answers)) > 1  # refusals vary across examples
@@ -84,7 +87,7 @@ def test_probes_are_seeded_and_sorted(data):
 
 
 def test_missing_split_and_unknown_view_are_clear():
-    with pytest.raises(ConfigError, match="no split 'forget11'"):
-        SplitSource().split("forget11")
+    with pytest.raises(InputError, match="no split 'forget11'"):
+        TaskData().split("forget11")
     with pytest.raises(ConfigError, match=r"unknown forget view\(s\) \['refusal'\]"):
-        UnlearningData(world_tokenizer(), SplitSource(), "forget01", None, views=["refusal"])
+        UnlearningData(world_tokenizer(), TaskData(), "forget01", None, views=["refusal"])

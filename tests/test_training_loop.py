@@ -7,10 +7,12 @@ import pytest
 import torch
 from test_training_support import instance_risk, oracle_values, toy_load, use_toy_model
 
+from geffect.errors import InputError
 from geffect.objectives import ObjectiveOutput, get_objective
 from geffect.objectives.terms import sequence_nll
+from geffect.tasks import TaskData
 from geffect.training.config import ConfigError, UnlearnConfig
-from geffect.training.data import SplitSource, UnlearningData
+from geffect.training.data import UnlearningData
 from geffect.training.run import Run
 from geffect.training.trainer import Trainer, unlearn
 
@@ -57,7 +59,7 @@ def test_tables_have_the_contract_shape(sgd_run):
 def test_gradient_effects_equal_an_independent_oracle(sgd_run):
     """Step 0: rebuild θ_0, the forget batch and GA's gradient by hand; compare every value."""
     model, tokenizer = toy_load()
-    data = UnlearningData(tokenizer, SplitSource(), "forget01", None, seed=5, batch_size=4)
+    data = UnlearningData(tokenizer, TaskData(), "forget01", None, seed=5, batch_size=4)
     loss = -sequence_nll(model, data.forget_batch(0)).mean()
     params = dict(model.named_parameters())
     grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
@@ -105,7 +107,7 @@ def test_risks_chain_and_first_order_prediction(sgd_run):
         assert before == pytest.approx(after, rel=1e-6)
     # step 0's risks are R_i of the initial model
     model, tokenizer = toy_load()
-    data = UnlearningData(tokenizer, SplitSource(), "forget01", None, seed=5, batch_size=4)
+    data = UnlearningData(tokenizer, TaskData(), "forget01", None, seed=5, batch_size=4)
     probe = data.probe("forget", "forget01", 3)
     with torch.no_grad():
         r0 = [float(instance_risk(model, probe.batch, i)) for i in range(3)]
@@ -125,7 +127,7 @@ def test_run_model_holds_the_final_parameters(sgd_run):
     changed = [n for (n, p), q in zip(model.named_parameters(), start.parameters()) if not torch.equal(p, q)]
     assert changed  # the run changed the model
     forget = sgd_run.risks.query("probe == 'forget' and step == 3")
-    data = UnlearningData(sgd_run.tokenizer, SplitSource(), "forget01", None, seed=5)
+    data = UnlearningData(sgd_run.tokenizer, TaskData(), "forget01", None, seed=5)
     batch = data.probe("forget", "forget01", 3).batch
     with torch.no_grad():
         final = [float(instance_risk(model, batch, i)) for i in range(3)]
@@ -179,9 +181,9 @@ def test_clear_errors_before_training(tmp_path, monkeypatch):
     use_toy_model(monkeypatch)
     with pytest.raises(ConfigError, match="unknown objective 'gax'"):
         unlearn("gax", out=tmp_path / "a")
-    with pytest.raises(ConfigError, match="no split 'forget11'"):
+    with pytest.raises(InputError, match="no split 'forget11'"):
         unlearn("ga", forget="forget11", out=tmp_path / "b", progress=False)
-    with pytest.raises(ConfigError, match="needs a retain split"):
+    with pytest.raises(ConfigError, match="needs retain data"):
         unlearn("gd", forget="world_facts", out=tmp_path / "c", progress=False)
     with pytest.raises(ConfigError, match="no hyper-parameter"):
         unlearn("npo", hparams={"betta": 1.0}, out=tmp_path / "d")
@@ -199,7 +201,7 @@ def test_lora_trains_only_adapters_and_run_model_reloads_them(tmp_path, monkeypa
         plain = name.replace("base_model.model.", "").replace(".base_layer", "")
         if "lora_" not in name:
             assert torch.equal(param, base_params[plain]), name  # frozen
-    data = UnlearningData(run.tokenizer, SplitSource(), "forget01", None, seed=5)
+    data = UnlearningData(run.tokenizer, TaskData(), "forget01", None, seed=5)
     batch = data.probe("forget", "forget01", 3).batch
     with torch.no_grad():
         final = [float(instance_risk(model, batch, i)) for i in range(3)]

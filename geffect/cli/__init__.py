@@ -17,7 +17,7 @@ from geffect.errors import InputError, one_line
 
 # Sub-command modules, in the order ``geffect --help`` lists them.
 COMMAND_MODULES: list[str] = ["world", "demo", "report", "objectives", "unlearn", "evaluate", "compare", "diagnose",
-                             "reveal_release"]
+                             "reveal_release", "tasks"]
 
 
 EXIT_DONE, EXIT_BUG, EXIT_BAD_INPUT, EXIT_DIVERGED = 0, 1, 2, 3

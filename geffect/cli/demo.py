@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     import geffect
-    from geffect.training import ConfigError
+    from geffect.errors import InputError
 
     start = time.perf_counter()
     out = Path(args.out)
@@ -51,7 +51,7 @@ def run_demo(args: argparse.Namespace) -> int:
         try:
             run = geffect.unlearn(name, model=args.model, forget=args.forget, steps=args.steps, lr=args.lr,
                                   out=out / "runs" / name)
-        except (ConfigError, FileNotFoundError) as err:
+        except (InputError, FileNotFoundError) as err:
             raise UserError(str(err)) from err
         if args.eval_examples > 0:
             metrics = run.evaluate(max_examples=args.eval_examples)

@@ -27,13 +27,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="comma-separated registered objectives to compare with (default ga,npo,wga; "
                              "'' for none)")
     parser.add_argument("--model", default="tiny", help="shipped model name or HF model directory (default tiny)")
-    parser.add_argument("--forget", default="forget10", help="forget split (default forget10)")
+    parser.add_argument("--forget", help="forget split or data file (default: the task's, forget10 for tofu)")
     parser.add_argument("--steps", type=int, help="optimiser steps per run (default 30, or use --epochs)")
     parser.add_argument("--out", metavar="DIR", help="output directory (default runs/diagnose-<function>)")
     parser.add_argument("--name", help="run name of the new objective (default: the function's name)")
     add_run_options(parser, hparam_help="hyper-parameter of the new objective only (repeatable)",
                     set_help="any other UnlearnConfig field as YAML, shared by all runs (repeatable)")
-    parser.add_argument("--evaluate", action="store_true", help="add TOFU metrics of every run to the report")
+    parser.add_argument("--evaluate", action="store_true", help="add the task's metrics of every run to the report")
     parser.add_argument("--eval-examples", type=int, metavar="N", help="rows per split for --evaluate")
     parser.add_argument("--no-reuse", action="store_true",
                         help="retrain baselines even if a finished run with the same settings exists")
@@ -42,8 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from geffect.errors import InputError
     from geffect.reporting.new_objective import ObjectiveError, diagnose
-    from geffect.training import ConfigError
 
     if args.no_progress:
         from transformers.utils import logging as hf_logging
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         path = diagnose(args.objective, baselines, out=args.out, hparams=hparams, name=args.name,
                         evaluate=args.evaluate, eval_examples=args.eval_examples, reuse=not args.no_reuse,
                         progress=not args.no_progress, **fields)
-    except (ConfigError, ObjectiveError, FileNotFoundError) as err:
+    except (InputError, ObjectiveError, FileNotFoundError) as err:
         raise UserError(str(err).splitlines()[0]) from None
     print(path)
     return 0

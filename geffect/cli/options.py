@@ -11,8 +11,11 @@ from geffect.cli import UserError
 
 # CLI flag -> UnlearnConfig field, for the common settings (anything else: --set FIELD=VALUE)
 RUN_FLAGS: dict[str, tuple[str, type, str]] = {
-    "--retain": ("retain", str, "retain split (default: the complement of --forget, e.g. retain90)"),
-    "--data": ("data", str, "TOFU directory or hub id instead of the embedded world"),
+    "--task": ("task", str, "unlearning task (see `geffect tasks`; default tofu, or files for a --forget FILE)"),
+    "--retain": ("retain", str, "retain split or data file (default: the task's, e.g. retain90 for forget10)"),
+    "--data": ("data", str, "folder or hub id replacing the task's data (tofu: a TOFU directory)"),
+    "--holdout": ("holdout", float, "fraction of forget/retain rows kept out of training for evaluation "
+                                    "(default: the task's; 0.1 for files)"),
     "--epochs": ("epochs", float, "passes over the forget split (instead of --steps)"),
     "--lr": ("lr", float, "learning rate (default 1e-4)"),
     "--optimizer": ("optimizer", str, "adamw or sgd"),
@@ -33,7 +36,8 @@ def add_run_options(parser: argparse.ArgumentParser, hparam_help: str, set_help:
         parser.add_argument(flag, dest=field, type=kind, help=text)
     parser.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE", help=hparam_help)
     parser.add_argument("--probe", action="append", default=[], metavar="NAME=SPLIT",
-                        help="probe set to record (repeatable; default forget and retain)")
+                        help="probe set to record: a split or data file (repeatable; default forget, retain and "
+                             "the task's probes)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="fields", help=set_help)
 
 

@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--objective", help="registered objective name (see `geffect objectives`) or "
                                             "package.module:function")
     parser.add_argument("--model", help="shipped model name (tiny, ...) or a Hugging Face model directory")
-    parser.add_argument("--forget", help="forget split (default forget10)")
+    parser.add_argument("--forget", help="forget split or data file (.jsonl/.json/.csv/.parquet, or a hub id) "
+                                         "(default: the task's, forget10 for tofu)")
     parser.add_argument("--steps", type=int, help="optimiser steps (default 30)")
     parser.add_argument("--out", metavar="DIR", help="run directory (default runs/<objective>-<forget>-<time>)")
     add_run_options(parser, hparam_help="objective hyper-parameter, e.g. --hparam beta=0.2 (repeatable)",
@@ -33,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from geffect.training import ConfigError, UnlearnConfig, unlearn
+    from geffect.errors import InputError
+    from geffect.training import UnlearnConfig, unlearn
 
     try:
         config = UnlearnConfig.load(args.config) if args.config else None
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--objective is required (see `geffect objectives` for the names)")
         run = unlearn(args.objective, out=args.out, config=config, resume=args.resume,
                       progress=not args.no_progress, **run_settings(args))
-    except (ConfigError, FileNotFoundError) as err:
+    except (InputError, FileNotFoundError) as err:
         raise UserError(str(err).splitlines()[0]) from None
     history = run.history
     print(f"run: {run.path}  status: {run.status}  steps: {run.info.get('step')}  "

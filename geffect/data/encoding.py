@@ -49,6 +49,19 @@ def _require_eos(tokenizer: Any) -> int:
     return int(tokenizer.eos_token_id)
 
 
+def fit_target(prompt: list[int], target: list[int], max_length: int | None, what: str) -> list[int]:
+    """The target ids that fit after ``prompt`` in ``max_length`` positions: geffect's one truncation rule.
+
+    The prompt is never cut (a row whose prompt alone does not fit is an error, ``what`` names
+    it); the target loses its end.
+    """
+    if max_length is None:
+        return target
+    if len(prompt) >= max_length:
+        raise ValueError(f"prompt of {len(prompt)} tokens does not fit max_length={max_length}: {what[:60]!r}")
+    return target[: max_length - len(prompt)]
+
+
 def encode_prompt(tokenizer: Any, question: str) -> list[int]:
     """Token ids of the prompt for ``question``: greedy generation continues these to answer."""
     text, special = _prompt_text(tokenizer, question)
@@ -72,11 +85,7 @@ def encode_qa(tokenizer: Any, question: str, answer: str, max_length: int | None
         answer_ids = joint[len(prompt):]
     else:
         answer_ids = _ids(tokenizer, answer_text, False)
-    answer_ids = answer_ids + [eos]
-    if max_length is not None:
-        if len(prompt) >= max_length:
-            raise ValueError(f"prompt of {len(prompt)} tokens does not fit max_length={max_length}: {question[:60]!r}")
-        answer_ids = answer_ids[: max_length - len(prompt)]
+    answer_ids = fit_target(prompt, answer_ids + [eos], max_length, question)
     input_ids = prompt + answer_ids
     return {
         "input_ids": input_ids,

@@ -14,18 +14,18 @@ their ``_perturbed`` views) and is -1 elsewhere (world facts, real authors,
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import datasets
 
+from geffect.data.files import Record, hub_records, read_records
+from geffect.data.loader import check_records
 from geffect.data.store import QA_FEATURES
 
 TOFU_AUTHORS = 200
 TOFU_QA_PER_AUTHOR = 20
-REQUIRED_FIELDS = ("question", "answer")
 
 
 def first_author(split: str) -> int | None:
@@ -38,73 +38,30 @@ def first_author(split: str) -> int | None:
     return None
 
 
-def _text(value: Any, where: str, field: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")
-    return value
-
-
-def to_schema_row(raw: Any, index: int, split: str, where: str) -> dict[str, Any]:
-    """Map one raw TOFU record (row ``index`` of ``split``) onto the world schema.
-
-    ``where`` names the record in error messages (file and line).
-    """
-    if not isinstance(raw, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(raw).__name__}")
-    for field in REQUIRED_FIELDS:
-        if field not in raw:
-            raise ValueError(f"{where}: missing field {field!r} (has {sorted(raw)})")
-    question = _text(raw["question"], where, "question")
-    answer = _text(raw["answer"], where, "answer")
-    perturbed = raw.get("perturbed_answer", [])
-    if isinstance(perturbed, str):
-        perturbed = [perturbed]
-    if not isinstance(perturbed, list) or not all(isinstance(p, str) for p in perturbed):
-        raise ValueError(f"{where}: field 'perturbed_answer' must be a list of strings")
+def to_schema_row(row: dict[str, Any], index: int, split: str) -> dict[str, Any]:
+    """Map one checked TOFU row (row ``index`` of ``split``) onto the world schema."""
+    question, answer = row["question"], row["answer"]
     start = first_author(split)
     return {
         "question": question,
         "answer": answer,
-        "paraphrased_question": _text(raw.get("paraphrased_question", question), where, "paraphrased_question"),
-        "paraphrased_answer": _text(raw.get("paraphrased_answer", answer), where, "paraphrased_answer"),
-        "perturbed_answer": perturbed,
+        "paraphrased_question": row.get("paraphrased_question") or question,
+        "paraphrased_answer": row.get("paraphrased_answer") or answer,
+        "perturbed_answer": row.get("perturbed_answer") or [],
         "author": -1 if start is None else start + index // TOFU_QA_PER_AUTHOR,
     }
 
 
-def _records(path: Path) -> list[tuple[Any, str]]:
-    """Raw records of a TOFU file with their location (JSON lines, or one JSON array)."""
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from err
-        return [(item, f"{path}, row {i + 1}") for i, item in enumerate(items)]
-    records = []
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}, row {len(records) + 1} (line {line_number})"
-        try:
-            records.append((json.loads(line), where))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{where}: not valid JSON ({err.msg})") from err
-    return records
-
-
-def _load_local(folder: Path, split: str) -> list[dict[str, Any]]:
+def _tofu_records(source: str | Path, split: str) -> tuple[list[Record], str]:
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        return hub_records(str(source), "train", config=split), f"{source}:{split}"
     candidates = [folder / f"{split}.json", folder / f"{split}.jsonl"]
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         available = sorted(p.stem for p in folder.glob("*.json*"))
         raise FileNotFoundError(f"no TOFU file for split {split!r} in {folder} (found: {available})")
-    return [to_schema_row(raw, i, split, where) for i, (raw, where) in enumerate(_records(path))]
-
-
-def _load_hub(source: str, split: str) -> list[dict[str, Any]]:
-    data = datasets.load_dataset(source, split, split="train")
-    return [to_schema_row(raw, i, split, f"{source}:{split}, row {i + 1}") for i, raw in enumerate(data)]
+    return read_records(path), str(path)
 
 
 def load_tofu(source: str | Path, split: str) -> datasets.Dataset:
@@ -116,6 +73,7 @@ def load_tofu(source: str | Path, split: str) -> datasets.Dataset:
     columns of :func:`geffect.data.load_world`. Malformed records raise ``ValueError``
     naming the file, row and offending field.
     """
-    folder = Path(source).expanduser()
-    rows = _load_local(folder, split) if folder.is_dir() else _load_hub(str(source), split)
-    return datasets.Dataset.from_list(rows, features=QA_FEATURES)
+    records, label = _tofu_records(source, split)
+    _, rows = check_records(records, label, kind="qa")
+    return datasets.Dataset.from_list([to_schema_row(row, i, split) for i, row in enumerate(rows)],
+                                      features=QA_FEATURES)

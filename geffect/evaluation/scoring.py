@@ -1,34 +1,42 @@
 """Mean token NLLs of answers under a model: the one model-based input of TOFU's metrics.
 
-Pairs are encoded with the shared QA format (``geffect.data.encode_qa``: prompt masked,
-answer + EOS as labels), batched, and scored with the same per-instance NLL the
+Rows of any kind are encoded with ``geffect.data.encode_row`` (QA pairs in the shared QA
+format: prompt masked, answer + EOS as labels), batched, and scored with the same per-instance NLL the
 objectives and the G-effect engine use (``geffect.objectives.terms``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from geffect.data import collate, encode_qa
+from geffect.data.encoding import collate
+from geffect.data.rows import encode_row
 from geffect.objectives.terms import token_logprobs
 
-__all__ = ["answer_nlls", "perturbed_nlls"]
+__all__ = ["answer_nlls", "perturbed_nlls", "row_nlls"]
 
 
-@torch.no_grad()
 def answer_nlls(model: torch.nn.Module, tokenizer: Any, questions: Sequence[str], answers: Sequence[str],
                 batch_size: int = 32, progress: bool = False, desc: str = "answer NLL") -> np.ndarray:
     """Mean token NLL of each answer given its question (float64 array, one per pair)."""
     if len(questions) != len(answers):
         raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
+    rows = [{"question": q, "answer": a} for q, a in zip(questions, answers)]
+    return row_nlls(model, tokenizer, rows, batch_size, progress, desc)
+
+
+@torch.no_grad()
+def row_nlls(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[str, Any]], batch_size: int = 32,
+             progress: bool = False, desc: str = "NLL") -> np.ndarray:
+    """Mean token NLL of each row's target (answer, response or text; ``geffect.data.encode_row``)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    encoded = [encode_qa(tokenizer, q, a) for q, a in zip(questions, answers)]
+    encoded = [encode_row(tokenizer, row) for row in rows]
     # Score in order of length so that batches carry little padding; restore the order after.
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
     out = np.empty(len(encoded), dtype=np.float64)

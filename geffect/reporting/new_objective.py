@@ -13,7 +13,7 @@
 2. *train* the function and each baseline with the same settings via ``geffect.unlearn``
    into ``out/runs/<name>`` (a finished baseline run with exactly the same settings is
    reused, so iterating on a new objective only retrains that objective);
-3. optionally *evaluate* each run (TOFU metrics), then write ``geffect.report`` over all runs
+3. optionally *evaluate* each run (its task's metrics), then write ``geffect.report`` over all runs
    into ``out`` and return the path of ``report.html``.
 
 Objectives are loaded from ``"path/to/module.py:function"``, ``"package.module:function"`` or
@@ -132,8 +132,7 @@ def _spec(fn: Callable[..., Any]):
 def _dry_inputs(config: UnlearnConfig, spec) -> tuple[Any, dict[str, Any], Callable[[], Any]]:
     """(model, call kwargs, autocast) for one dry call: the trainer's model, batches, views, reference
     and forward-pass precision."""
-    from geffect.training.config import ConfigError
-    from geffect.training.data import SplitSource, UnlearningData, to_device
+    from geffect.training.data import UnlearningData, run_source, to_device
     from geffect.training.modeling import (
         apply_lora,
         autocast_factory,
@@ -143,6 +142,9 @@ def _dry_inputs(config: UnlearnConfig, spec) -> tuple[Any, dict[str, Any], Calla
         select_trainable,
     )
 
+    needs_retain = spec.uses_retain or "mismatch" in spec.needs
+    views = list(dict.fromkeys(spec.needs))
+    source = run_source(config, views, needs_retain, f"objective {spec.name!r}")  # before any model loads
     device = default_device(config.device)
     model, tokenizer = load_base(config, device)
     kwargs: dict[str, Any] = {}
@@ -153,11 +155,7 @@ def _dry_inputs(config: UnlearnConfig, spec) -> tuple[Any, dict[str, Any], Calla
     model = apply_lora(model, config.lora)
     select_trainable(model, config, hint)
     model.train()
-    needs_retain = spec.uses_retain or "mismatch" in spec.needs
-    if needs_retain and config.retain is None:
-        raise ConfigError(f"objective {spec.name!r} needs a retain split: set retain=")
-    data = UnlearningData(tokenizer, SplitSource(config.data), config.forget,
-                          config.retain if needs_retain else None, list(dict.fromkeys(spec.needs)),
+    data = UnlearningData(tokenizer, source, config.forget, config.retain if needs_retain else None, views,
                           config.seed, config.batch_size, config.retain_batch_size)
     forget = to_device(data.forget_batch(0), device)
     if spec.uses_retain:
@@ -221,7 +219,7 @@ def _check_gradient(name: str, model: torch.nn.Module) -> None:
                              "would never move the model")
 
 
-def check_objective(fn: Callable[..., Any], *, model: str = "tiny", forget: str = "forget10",
+def check_objective(fn: Callable[..., Any], *, model: str = "tiny", forget: str | None = None,
                     hparams: Mapping[str, Any] | None = None, **settings: Any) -> float:
     """Validate ``fn`` with one call and one backward pass on the first training batch; return the loss.
 
@@ -290,7 +288,7 @@ def _clear(folder: Path) -> None:
 
 
 def diagnose(fn: Callable[..., Any] | str, baselines: Sequence[str] = DEFAULT_BASELINES, model: str = "tiny",
-             forget: str = "forget10", steps: int | None = 30, out: str | Path | None = None, *,
+             forget: str | None = None, steps: int | None = 30, out: str | Path | None = None, *,
              hparams: Mapping[str, Any] | None = None, name: str | None = None, evaluate: bool = False,
              eval_examples: int | None = None, reuse: bool = True, progress: bool = True,
              **unlearn_kwargs: Any) -> Path:
@@ -303,7 +301,7 @@ def diagnose(fn: Callable[..., Any] | str, baselines: Sequence[str] = DEFAULT_BA
     ``fn`` is validated by :func:`check_objective` before any run starts. Runs go to
     ``out/runs/<name>`` (default ``out``: ``runs/diagnose-<name>``); with ``reuse`` a finished
     baseline run with identical settings is kept instead of retrained (with its metrics, if it
-    has any). ``evaluate`` adds TOFU metrics (on at most ``eval_examples`` rows per split) to
+    has any). ``evaluate`` adds the task's metrics (on at most ``eval_examples`` rows per split) to
     the report. ``epochs=`` (an ``UnlearnConfig`` field) replaces ``steps``.
     """
     import geffect
@@ -316,7 +314,7 @@ def diagnose(fn: Callable[..., Any] | str, baselines: Sequence[str] = DEFAULT_BA
     label = _label(name or spec.name, baselines)
     if unlearn_kwargs.get("epochs") is not None:
         steps = None  # a run length in epochs replaces the default step count
-    shared = {"model": model, "forget": forget, **unlearn_kwargs}
+    shared = {"model": model, **({"forget": forget} if forget is not None else {}), **unlearn_kwargs}
     if steps is not None:
         shared["steps"] = steps
     check_objective(fn, hparams=hparams, **shared)

@@ -92,8 +92,9 @@ def config_table(runs: Sequence[RunData]) -> pd.DataFrame:
 
 
 def _damage_view(table: pd.DataFrame) -> pd.DataFrame:
-    """The most-damaged table as shown: question and answer when known, else the text."""
-    text = ["question", "answer"] if "question" in table.columns else ["text"]
+    """The most-damaged table as shown: question and answer (or prompt and response) when known, else the text."""
+    text = next((pair for pair in (["question", "answer"], ["prompt", "response"]) if pair[0] in table.columns),
+                ["text"])
     return table[[c for c in ("instance", "damage", *text) if c in table.columns]]
 
 

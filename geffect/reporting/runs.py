@@ -24,7 +24,7 @@ import yaml
 from geffect.schema import EFFECT_COLUMNS
 
 RISK_COLUMNS = ("step", "probe", "instance", "risk", "risk_after", "predicted_change")
-TEXT_COLUMNS = ("question", "answer", "text")
+TEXT_COLUMNS = ("question", "answer", "prompt", "response", "text")
 
 # Files of a run directory, as the trainer writes them (parquet tables may be part-file dirs).
 EFFECTS_FILE = "effects.parquet"
@@ -111,8 +111,8 @@ def _read_texts(folder: Path) -> dict[str, pd.DataFrame]:
 
 
 def normalise_texts(source: Any, what: str = "texts") -> pd.DataFrame:
-    """Turn probe texts (list of strings, or a table with question/answer/text columns) into
-    a DataFrame indexed by instance with a ``text`` column (and question/answer if given)."""
+    """Turn probe texts (list of strings, or a table with question/answer, prompt/response or text
+    columns) into a DataFrame indexed by instance with a ``text`` column (and the others if given)."""
     if isinstance(source, pd.DataFrame):
         frame = source.copy()
     elif isinstance(source, Mapping):
@@ -122,10 +122,12 @@ def normalise_texts(source: Any, what: str = "texts") -> pd.DataFrame:
     if "instance" in frame.columns:
         frame = frame.set_index("instance")
     if "text" not in frame.columns:
-        if "question" not in frame.columns:
-            raise ValueError(f"{what} needs a 'text' or a 'question' column; it has {list(frame.columns)}")
-        answer = frame["answer"].astype(str) if "answer" in frame.columns else ""
-        frame["text"] = frame["question"].astype(str) + " → " + answer
+        source = next((c for c in ("question", "prompt") if c in frame.columns), None)
+        if source is None:
+            raise ValueError(f"{what} needs a 'text', 'question' or 'prompt' column; it has {list(frame.columns)}")
+        target = {"question": "answer", "prompt": "response"}[source]
+        answer = frame[target].astype(str) if target in frame.columns else ""
+        frame["text"] = frame[source].astype(str) + " → " + answer
     frame.index = frame.index.astype(int)
     frame.index.name = "instance"
     return frame[[c for c in TEXT_COLUMNS if c in frame.columns]]

@@ -23,19 +23,21 @@ import pandas as pd
 import torch
 from transformers import TrainerCallback
 
+from geffect.data.loader import load_rows
 from geffect.training.data import Encoder, ProbeSet
 from geffect.training.recording import StepRecord, StepRecorder
 from geffect.training.records import RecordWriter, read_table
 
-ProbeSource = Mapping[str, Any] | Sequence[Mapping[str, Any]] | ProbeSet
+ProbeSource = Mapping[str, Any] | Sequence[Mapping[str, Any]] | str | Path | ProbeSet
 
 
 class GEffectCallback(TrainerCallback):
     """Record probe G-effects every ``record_every`` optimiser steps of a HF ``Trainer``.
 
     ``probes``: name -> a batch (``input_ids``/``attention_mask``/``labels`` tensors; instances
-    numbered 0..B-1), rows with ``question``/``answer`` (a list or ``datasets.Dataset``; encoded
-    with the trainer's tokenizer or ``tokenizer``; instance = row number) or a ``ProbeSet``.
+    numbered 0..B-1), rows of any kind — question/answer, prompt/response or text — (a list, a
+    ``datasets.Dataset`` or a data file; checked by ``geffect.data.load_rows``, encoded with the
+    trainer's tokenizer or ``tokenizer``; instance = row number) or a ``ProbeSet``.
     ``out``: a directory for the parquet part tables (written at the end of training and every
     ``flush_every`` steps); the tables are also available as ``.effects``, ``.risks``, ``.history``.
     """
@@ -85,10 +87,10 @@ class GEffectCallback(TrainerCallback):
             size = source["input_ids"].shape[0]
             return ProbeSet(name, name, list(range(size)), [{}] * size, dict(source))
         if tokenizer is None:
-            raise ValueError(f"probe {name!r} is given as question/answer rows: pass tokenizer= to GEffectCallback "
+            raise ValueError(f"probe {name!r} is given as rows: pass tokenizer= to GEffectCallback "
                              "or give the Trainer a processing_class")
-        rows = list(source)
-        batch = Encoder(tokenizer).batch([(row["question"], row["answer"]) for row in rows])
+        rows = list(load_rows(source, label=f"probe {name!r}"))
+        batch = Encoder(tokenizer).batch(rows)
         return ProbeSet(name, name, list(range(len(rows))), rows, batch)
 
     # -- events ---------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,13 +50,15 @@ class UnlearnConfig:
     objective: str = "ga"
     hparams: dict[str, Any] = field(default_factory=dict)  # objective keyword hyper-parameters
     model: str = "tiny"  # shipped model name or a Hugging Face model directory
-    data: str | None = None  # None: the embedded world; else a TOFU directory or hub id
-    forget: str = "forget10"
-    retain: str | None = None  # None: the retain split complementing ``forget``
+    task: str | None = None  # registered task (`geffect tasks`); None: "files" for a forget file, else "tofu"
+    data: str | None = None  # None: the task's own data; else a folder (tofu: a TOFU directory) or hub id
+    forget: str | None = None  # split name or data file; None: the task's forget split (tofu: forget10)
+    retain: str | None = None  # None: the task's retain split for ``forget`` (tofu: the complement, retain90)
     probes: dict[str, str] | None = None
     probe_size: int | None = DEFAULT_PROBE_SIZE
     probe_chunk_size: int | None = None  # instances per engine pass (memory bound); None: all
     views: list[str] = field(default_factory=list)  # extra forget views beyond the objective's needs
+    holdout: float | None = None  # fraction of forget/retain rows kept out of training; None: the task's
     optimizer: str = "adamw"
     lr: float = 1e-4
     weight_decay: float = 0.0
@@ -84,14 +85,33 @@ class UnlearnConfig:
 
     # -- derived defaults -------------------------------------------------------------------
 
+    def task_name(self) -> str:
+        """The run's task: ``task``, else ``files`` when ``forget`` is a data file, else ``tofu``."""
+        if self.task is not None:
+            return self.task
+        from geffect.data.files import is_data_file
+
+        return "files" if self.forget is not None and is_data_file(self.forget) else "tofu"
+
     def resolved(self) -> UnlearnConfig:
-        """A validated copy with the retain split and the probes filled in."""
+        """A validated copy with the task, forget and retain splits, probes and holdout filled in."""
         self.validate()
-        retain = self.retain if self.retain is not None else complement_split(self.forget)
-        probes = dict(self.probes) if self.probes is not None else {"forget": self.forget}
-        if self.probes is None and retain is not None:
-            probes["retain"] = retain
-        return dataclasses.replace(self, retain=retain, probes=probes)
+        task = self.get_task()
+        forget = self.forget if self.forget is not None else task.forget
+        retain = self.retain if self.retain is not None else task.retain_split(forget)
+        probes = dict(self.probes) if self.probes is not None else task.default_probes(forget, retain)
+        holdout = self.holdout if self.holdout is not None else task.holdout
+        return dataclasses.replace(self, task=task.name if self.task is None else self.task, forget=forget,
+                                   retain=retain, probes=probes, holdout=holdout)
+
+    def get_task(self):
+        """The :class:`geffect.tasks.Task` of the run (an unknown name is a :class:`ConfigError`)."""
+        from geffect.tasks import UnknownTask, get_task
+
+        try:
+            return get_task(self.task_name())
+        except UnknownTask as err:
+            raise ConfigError(str(err)) from None
 
     def checkpoint_interval(self) -> int:
         """Steps between checkpoints: ``checkpoint_every``, else ``flush_every`` (so that a killed run
@@ -132,6 +152,8 @@ class UnlearnConfig:
             raise ConfigError(f"config field 'warmup_steps' must be an integer, got {self.warmup_steps!r}")
         if self.lr < 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             raise ConfigError("config fields 'lr', 'weight_decay' and 'warmup_steps' must be >= 0")
+        if self.holdout is not None and not (isinstance(self.holdout, (int, float)) and 0 <= self.holdout < 1):
+            raise ConfigError(f"config field 'holdout' must be a fraction in [0, 1), got {self.holdout!r}")
         if self.lora is not None and not isinstance(self.lora, dict):
             raise ConfigError(f"config field 'lora' must be a mapping of peft.LoraConfig arguments, got {self.lora!r}")
         if self.lora_stack is not None and (self.lora is None or not isinstance(self.lora_stack, list)):
@@ -175,12 +197,6 @@ class UnlearnConfig:
         if not isinstance(values, dict):
             raise DamagedRunError(f"{str(path)!r} does not hold a mapping of config fields")
         return cls.from_dict(values)
-
-
-def complement_split(forget: str) -> str | None:
-    """The retain split complementing a TOFU-style forget split (``forget10`` → ``retain90``)."""
-    match = re.fullmatch(r"forget(\d\d)", forget)
-    return f"retain{100 - int(match.group(1)):02d}" if match else None
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -1,107 +1,92 @@
 """Batches for unlearning: forget / retain training batches (with the forget views an objective
-needs) and the fixed probe sets whose G-effects are recorded.
+needs) and the fixed probe sets whose G-effects are recorded, from rows of any kind.
 
 Every batch is a pure function of the run seed and a draw counter: draw ``d`` of a
 stream takes positions ``[d·b, (d+1)·b)`` of an endless sequence of per-epoch
 permutations, each seeded by (seed, stream, epoch), and the random choices of a view
 (which refusal, which mismatched answer) are seeded by (seed, view, position). So the
 only data state a checkpoint needs is the draw counter, and resuming reproduces the
-exact batches of an uninterrupted run. Rows are encoded once with
-:func:`geffect.data.encode_qa` and padded with :func:`geffect.data.collate`.
+exact batches of an uninterrupted run. Rows (question/answer, prompt/response or text; any
+split of the run's task, or a file) are encoded once with :func:`geffect.data.encode_row`
+and padded with :func:`geffect.data.collate`.
 """
 
 from __future__ import annotations
 
 import random
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from geffect.training.config import ConfigError
+from geffect.data.rows import KIND_NAMES, row_kind, source_field, target_field
+from geffect.data.sampling import sample_indices, stable_seed
+from geffect.tasks.source import TaskData
+from geffect.training.config import ConfigError, UnlearnConfig
 
 Row = dict[str, Any]
 Batch = dict[str, Any]
 
 
-def stable_seed(*parts: Any) -> int:
-    """A 32-bit seed from ``parts`` that is the same in every process (unlike ``hash``)."""
-    return zlib.crc32("/".join(map(str, parts)).encode())
-
-
-# -- where the rows come from ---------------------------------------------------------------------
-
-
-class SplitSource:
-    """Named splits of the embedded world (``data=None``) or of a TOFU source; JSON(L) paths too."""
-
-    def __init__(self, data: str | None = None) -> None:
-        self.data = data
-        self._world = None
-
-    def split(self, name: str):
-        """The ``datasets.Dataset`` called ``name``; a missing split raises naming the known ones."""
-        if name.endswith((".json", ".jsonl")) and Path(name).is_file():
-            import datasets
-
-            return datasets.Dataset.from_json(name)
-        if self.data is None:
-            if self._world is None:
-                from geffect.data import load_world
-
-                self._world = load_world()
-            if name not in self._world:
-                raise ConfigError(f"the embedded world has no split {name!r}; its splits are {sorted(self._world)}")
-            return self._world[name]
-        from geffect.data import load_tofu
-
-        try:
-            return load_tofu(self.data, name)
-        except (OSError, KeyError, ValueError) as err:
-            raise ConfigError(f"cannot load split {name!r} from {self.data!r}: {err}") from err
-
-
 # -- forget views ---------------------------------------------------------------------------------
 
-ViewBuilder = Callable[[Row, random.Random, "ViewPools"], tuple[str, str]]
+ViewBuilder = Callable[[Row, random.Random, "ViewPools"], Row]
 
 
 @dataclass
 class ViewPools:
-    """Answers that views draw from: refusals (the world's ``idk`` split) and retain answers."""
+    """Targets that views draw from: refusals (the task's ``idk`` pool) and mismatched answers."""
 
     refusals: Sequence[str]
     retain_answers: Sequence[str]
 
 
-def _idk(row: Row, rng: random.Random, pools: ViewPools) -> tuple[str, str]:
+def _with_target(row: Row, target: str) -> Row:
+    """The row's source (question / prompt) with another target: a row of the same kind."""
+    kind = row_kind(row.keys())
+    source = source_field(kind)
+    return {**({source: row[source]} if source is not None else {}), target_field(kind): target}
+
+
+def _idk(row: Row, rng: random.Random, pools: ViewPools) -> Row:
     if not pools.refusals:
         raise ValueError("the 'idk' view needs refusal answers, but the data source has no 'idk' split")
-    return row["question"], rng.choice(pools.refusals)
+    return _with_target(row, rng.choice(pools.refusals))
 
 
-def _mismatch(row: Row, rng: random.Random, pools: ViewPools) -> tuple[str, str]:
+def _mismatch(row: Row, rng: random.Random, pools: ViewPools) -> Row:
     if not pools.retain_answers:
         raise ValueError("the 'mismatch' view needs retain answers, but the run has no retain split")
-    return row["question"], rng.choice(pools.retain_answers)
+    return _with_target(row, rng.choice(pools.retain_answers))
 
 
-def _perturbed(row: Row, rng: random.Random, pools: ViewPools) -> tuple[str, str]:
-    return row["question"], rng.choice(list(row["perturbed_answer"]))
+def _perturbed(row: Row, rng: random.Random, pools: ViewPools) -> Row:
+    target = target_field(row_kind(row.keys()))
+    choices = list(row[f"perturbed_{target}"])
+    if not choices:
+        raise ValueError(f"the 'perturbed' view needs perturbed_{target} values; a forget row has none")
+    return _with_target(row, rng.choice(choices))
 
 
-def _paraphrased(row: Row, rng: random.Random, pools: ViewPools) -> tuple[str, str]:
-    return row.get("paraphrased_question") or row["question"], row["paraphrased_answer"]
+def _paraphrased(row: Row, rng: random.Random, pools: ViewPools) -> Row:
+    kind = row_kind(row.keys())
+    source, target = source_field(kind), target_field(kind)
+    if source is None:
+        return {target: row[f"paraphrased_{target}"]}
+    return {source: row.get(f"paraphrased_{source}") or row[source], target: row[f"paraphrased_{target}"]}
 
 
 VIEWS: dict[str, ViewBuilder] = {
-    "idk": _idk,  # forget question + a refusal answer
-    "mismatch": _mismatch,  # forget question + a random retain answer (Yao et al. 2023)
+    "idk": _idk,  # forget question/prompt + a refusal
+    "mismatch": _mismatch,  # forget question/prompt + a random retain answer (Yao et al. 2023)
     "perturbed": _perturbed,  # forget question + one of its wrong (perturbed) answers
-    "paraphrased": _paraphrased,  # paraphrased question + paraphrased answer
+    "paraphrased": _paraphrased,  # paraphrased question + paraphrased answer (or paraphrased text)
+}
+# What a view needs of the forget rows: a source field (a question or prompt) and/or a column.
+_VIEW_NEEDS: dict[str, tuple[bool, str | None]] = {
+    "idk": (True, None), "mismatch": (True, None),
+    "perturbed": (False, "perturbed_{target}"), "paraphrased": (False, "paraphrased_{target}"),
 }
 
 
@@ -110,6 +95,20 @@ def check_views(views: Sequence[str], who: str) -> None:
     unknown = [v for v in views if v not in VIEWS]
     if unknown:
         raise ConfigError(f"{who} asks for unknown forget view(s) {unknown}; known views: {sorted(VIEWS)}")
+
+
+def check_views_fit(views: Sequence[str], columns: Sequence[str], split: str, who: str) -> None:
+    """Raise if a view makes no sense for the forget rows (e.g. a refusal for raw text rows)."""
+    kind = row_kind(columns)
+    for view in views:
+        needs_source, column = _VIEW_NEEDS[view]
+        if needs_source and source_field(kind) is None:
+            raise ConfigError(f"{who} needs the forget view {view!r}, which replaces an answer to a question or "
+                              f"prompt, but the forget data {split!r} holds {KIND_NAMES[kind]} rows")
+        if column is not None and column.format(target=target_field(kind)) not in columns:
+            raise ConfigError(f"{who} needs the forget view {view!r}, which needs a "
+                              f"{column.format(target=target_field(kind))!r} column; the forget data {split!r} "
+                              f"has {sorted(columns)}")
 
 
 # -- batch order ----------------------------------------------------------------------------------
@@ -148,23 +147,25 @@ def shard(items: Sequence[Any], rank: int, world_size: int) -> list[Any]:
 
 
 class Encoder:
-    """Encodes (question, answer) pairs with the tokenizer's QA format and pads them into batches."""
+    """Encodes rows of any kind (:func:`geffect.data.encode_row`, cached) and pads them into batches."""
 
-    def __init__(self, tokenizer) -> None:
-        from geffect.data import collate, encode_qa
+    def __init__(self, tokenizer, max_length: int | None = None) -> None:
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self._cache: dict[tuple[str, ...], dict[str, list[int]]] = {}
 
-        self.tokenizer = tokenizer
-        self._encode_qa, self._collate = encode_qa, collate
-        self._cache: dict[tuple[str, str], dict[str, list[int]]] = {}
+    def encode(self, row: Mapping[str, Any]) -> dict[str, list[int]]:
+        from geffect.data.rows import ROW_KINDS, encode_row
 
-    def encode(self, question: str, answer: str) -> dict[str, list[int]]:
-        key = (question, answer)
+        fields = ROW_KINDS[row_kind(row.keys())]
+        key = tuple(fields) + tuple(row[f] for f in fields)
         if key not in self._cache:
-            self._cache[key] = self._encode_qa(self.tokenizer, question, answer)
+            self._cache[key] = encode_row(self.tokenizer, {f: row[f] for f in fields}, self.max_length)
         return self._cache[key]
 
-    def batch(self, pairs: Sequence[tuple[str, str]]) -> Batch:
-        return self._collate([self.encode(q, a) for q, a in pairs], self.tokenizer, padding_side="right")
+    def batch(self, rows: Sequence[Mapping[str, Any]]) -> Batch:
+        from geffect.data import collate
+
+        return collate([self.encode(row) for row in rows], self.tokenizer, padding_side="right")
 
 
 # -- probes ---------------------------------------------------------------------------------------
@@ -192,54 +193,73 @@ class ProbeSet:
         )
 
 
-def sample_indices(size: int, count: int | None, seed: int, name: str) -> list[int]:
-    """``count`` row numbers of a split of ``size`` rows, seeded by (seed, name), in increasing order."""
-    if count is None or count >= size:
-        return list(range(size))
-    gen = torch.Generator().manual_seed(stable_seed(seed, "probe", name))
-    return sorted(torch.randperm(size, generator=gen)[:count].tolist())
-
-
 # -- the run's data -------------------------------------------------------------------------------
+
+
+def run_source(config: UnlearnConfig, views: Sequence[str] = (), needs_retain: bool = False,
+               who: str = "the run") -> TaskData:
+    """The data of a (resolved) run config, read and checked before any model loads.
+
+    Loads the forget split (and checks that ``views`` fit its row kind), the retain split when
+    ``needs_retain``, every probe split and the view pools, so that a bad file fails here in one
+    line naming file, row and field.
+    """
+    heldout = {config.forget: "forget", **({config.retain: "retain"} if config.retain is not None else {})}
+    source = TaskData(config.get_task(), config.data, holdout=config.holdout or 0.0, seed=config.seed,
+                      heldout=heldout)
+    check_views(views, who)
+    source.rows(config.forget)
+    check_views_fit(views, source.split(config.forget).column_names, config.forget, who)
+    if needs_retain:
+        if config.retain is None:
+            raise ConfigError(f"{who} needs retain data, and task {source.task.name!r} has none for forget "
+                              f"{config.forget!r}: set retain= (CLI: --retain SPLIT_OR_FILE)")
+        source.rows(config.retain)
+    for split in (config.probes or {}).values():
+        source.rows(split)
+    if "idk" in views:
+        source.pool("idk")
+    if "mismatch" in views and "mismatch" in source.task.pools:
+        source.pool("mismatch")
+    return source
 
 
 class UnlearningData:
     """Forget / retain batch streams and probe sets of one run.
 
-    ``views`` are the forget views to nest into each forget batch (``batch["idk"]`` ...);
-    ``forget_batch(draw)`` / ``retain_batch(draw)`` give draw ``draw`` of each stream, or
-    this process's share of it with ``rank``/``world_size``.
+    ``source`` is the run's :class:`~geffect.tasks.TaskData` (a task or registered task name is
+    accepted too); ``forget`` / ``retain`` name splits or files of it. ``views`` are the forget
+    views to nest into each forget batch (``batch["idk"]`` ...); ``forget_batch(draw)`` /
+    ``retain_batch(draw)`` give draw ``draw`` of each stream, or this process's share of it
+    with ``rank``/``world_size``. Held-out rows of the source never enter a batch or probe.
     """
 
-    def __init__(self, tokenizer, source: SplitSource, forget: str, retain: str | None,
+    def __init__(self, tokenizer, source: TaskData | str, forget: str, retain: str | None,
                  views: Sequence[str] = (), seed: int = 0, batch_size: int = 8,
-                 retain_batch_size: int | None = None) -> None:
+                 retain_batch_size: int | None = None, max_length: int | None = None) -> None:
         check_views(views, "the run")
+        source = source if isinstance(source, TaskData) else TaskData(source)
         self.source, self.seed, self.views = source, seed, list(views)
-        self.encoder = Encoder(tokenizer)
-        self.forget_rows = _rows(source.split(forget))
-        self.retain_rows = _rows(source.split(retain)) if retain is not None else []
+        self.encoder = Encoder(tokenizer, max_length)
+        self.forget_rows, self.forget_ids = source.rows(forget)
+        check_views_fit(self.views, source.split(forget).column_names, forget, "the run")
+        self.retain_rows, self.retain_ids = source.rows(retain) if retain is not None else ([], [])
         self.forget = BatchStream(len(self.forget_rows), batch_size, seed, "forget")
         self.retain = (BatchStream(len(self.retain_rows), retain_batch_size or batch_size, seed, "retain")
                        if self.retain_rows else None)
-        self.pools = ViewPools(self._refusals() if "idk" in self.views else [],
-                               [row["answer"] for row in self.retain_rows])
-
-    def _refusals(self) -> list[str]:
-        try:
-            return list(self.source.split("idk")["answer"])
-        except ConfigError as err:
-            raise ConfigError(f"the 'idk' view needs an 'idk' split of refusal answers: {err}") from err
+        retain_targets = [_target(row) for row in self.retain_rows]
+        self.pools = ViewPools(source.pool("idk") if "idk" in self.views else [],
+                               source.pool("mismatch", retain_targets) if "mismatch" in self.views else retain_targets)
 
     def forget_batch(self, draw: int, rank: int = 0, world_size: int = 1) -> Batch:
         positions = shard(self.forget.positions(draw), rank, world_size)
         indices = shard(self.forget.indices(draw), rank, world_size)
         rows = [self.forget_rows[i] for i in indices]
-        batch = self.encoder.batch([(row["question"], row["answer"]) for row in rows])
+        batch = self.encoder.batch(rows)
         for view in self.views:
-            pairs = [VIEWS[view](row, random.Random(stable_seed(self.seed, view, pos)), self.pools)
+            views = [VIEWS[view](row, random.Random(stable_seed(self.seed, view, pos)), self.pools)
                      for row, pos in zip(rows, positions)]
-            batch[view] = self.encoder.batch(pairs)
+            batch[view] = self.encoder.batch(views)
         return batch
 
     def hold_out(self, stream: str, count: int) -> Batch:
@@ -256,31 +276,28 @@ class UnlearningData:
         kept = [row for i, row in enumerate(rows) if i not in picked]
         old = getattr(self, stream)
         setattr(self, f"{stream}_rows", kept)
+        setattr(self, f"{stream}_ids", [r for i, r in enumerate(getattr(self, f"{stream}_ids")) if i not in picked])
         setattr(self, stream, BatchStream(len(kept), old.batch_size, self.seed, stream))
-        if stream == "retain":  # mismatch views draw answers from the retain rows: only trained ones
-            self.pools = ViewPools(self.pools.refusals, [row["answer"] for row in kept])
-        return self.encoder.batch([(row["question"], row["answer"]) for row in held])
+        if stream == "retain" and "mismatch" not in self.source.task.pools:  # mismatch answers: only trained rows
+            self.pools = ViewPools(self.pools.refusals, [_target(row) for row in kept])
+        return self.encoder.batch(held)
 
     def retain_batch(self, draw: int, rank: int = 0, world_size: int = 1) -> Batch | None:
         if self.retain is None:
             return None
         rows = [self.retain_rows[i] for i in shard(self.retain.indices(draw), rank, world_size)]
-        return self.encoder.batch([(row["question"], row["answer"]) for row in rows])
+        return self.encoder.batch(rows)
 
     def probe(self, name: str, split: str, size: int | None) -> ProbeSet:
-        """The probe ``name`` on ``split``: ``size`` seeded rows (all when ``None``)."""
-        rows = _rows(self.source.split(split))
+        """The probe ``name`` on ``split``: ``size`` seeded rows (all when ``None``; held-out rows never)."""
+        rows, ids = self.source.rows(split)
         indices = sample_indices(len(rows), size, self.seed, name)
         picked = [rows[i] for i in indices]
-        batch = self.encoder.batch([(row["question"], row["answer"]) for row in picked])
-        return ProbeSet(name, split, indices, picked, batch)
+        return ProbeSet(name, split, [ids[i] for i in indices], picked, self.encoder.batch(picked))
 
 
-def _rows(dataset) -> list[Row]:
-    missing = [c for c in ("question", "answer") if c not in dataset.column_names]
-    if missing:
-        raise ConfigError(f"a training/probe split lacks column(s) {missing}; it has {dataset.column_names}")
-    return list(dataset)
+def _target(row: Row) -> str:
+    return row[target_field(row_kind(row.keys()))]
 
 
 def to_device(batch: Batch | None, device: torch.device | str) -> Batch | None:

@@ -1,4 +1,4 @@
-"""``Run``: a run directory as a Python object (tables, config, status, model, evaluation).
+"""``Run``: a run directory as a Python object (tables, config, status, model, task evaluation).
 
 ``geffect.unlearn`` returns one, and ``Run(path)`` opens any run directory, also while
 its trainer is still writing (tables are re-read on every access, so they show the rows
@@ -14,9 +14,9 @@ from typing import Any
 import pandas as pd
 
 from geffect.training import checkpoint as ckpt
-from geffect.training.config import CONFIG_FILE, UnlearnConfig
+from geffect.training.config import CONFIG_FILE, ConfigError, UnlearnConfig
 from geffect.training.records import read_table
-from geffect.training.rundir import METRICS_FILE, STATUS_FILE, read_json, write_json
+from geffect.training.rundir import HELDOUT_FILE, METRICS_FILE, STATUS_FILE, read_json, write_json
 
 
 class Run:
@@ -109,29 +109,52 @@ class Run:
 
     # -- evaluation ---------------------------------------------------------------------------------
 
+    @property
+    def task(self):
+        """The run's :class:`geffect.tasks.Task` (from its config; runs before tasks existed are ``tofu``)."""
+        return self.config.get_task()
+
     def default_retain_model(self) -> str | None:
-        """The shipped model trained without the forget split (``tiny`` → ``tiny-retain90``), if any."""
-        from geffect.models import SHIPPED_MODELS
+        """The task's reference model for this run (``tiny`` → ``tiny-retain90`` for tofu), if it has one."""
+        from geffect.tasks.context import default_reference
 
-        name = f"{self.config.model}-{self.config.retain}"
-        return name if self.config.data is None and name in SHIPPED_MODELS else None
+        config = self.config.resolved()
+        return default_reference(self.task, config.model, config.forget, config.retain, config.data)
 
-    def evaluate(self, retain_model: Any = "default", **kwargs: Any) -> dict[str, Any]:
-        """TOFU metrics of the unlearned model (``geffect.evaluation.evaluate``); writes ``metrics.json``.
+    def eval_context(self, reference_model: Any = "default", **kwargs: Any):
+        """The :class:`geffect.tasks.EvalContext` of this run (its task, splits, held-out rows, models)."""
+        from geffect.tasks import make_context
 
-        ``retain_model``: the model forget quality compares against — a loaded model, a name
-        for ``geffect.models.load``, ``"default"`` (the shipped retain model matching the
-        run, when there is one) or ``None`` (no forget quality). Other keywords go to
-        ``evaluate`` (e.g. ``max_examples``, ``batch_size``).
+        config = self.config.resolved()
+        return make_context(self.task, forget=config.forget, retain=config.retain, data=config.data,
+                            model_name=config.model, reference=reference_model, holdout=config.holdout,
+                            seed=config.seed, run_dir=self.path, **kwargs)
+
+    def evaluate(self, reference_model: Any = "default", **kwargs: Any) -> dict[str, Any]:
+        """The run's task evaluation of the unlearned model; writes ``metrics.json``.
+
+        The suite is the task's (``geffect tasks`` lists them; TOFU metrics for ``tofu``, NLL and
+        ROUGE-L on trained and held-out rows for ``files``). ``reference_model``: the model that
+        never saw the forget data — a loaded model, a name for ``geffect.models.load``,
+        ``"default"`` (the task's shipped reference for this run, when there is one) or ``None``.
+        ``retain_model=`` is accepted as its older name. Other keywords: ``max_examples``,
+        ``batch_size``, ``progress`` and options of the task's suite (e.g. TOFU's
+        ``retain_truth_ratios``).
         """
-        from geffect.evaluation import evaluate
+        from geffect.tasks.context import run_suite
 
-        if retain_model == "default":
-            retain_model = self.default_retain_model()
-        if self.config.data is not None:
-            kwargs.setdefault("world", self.config.data)
-        metrics = evaluate(self.model, self.tokenizer, forget_split=self.config.forget,
-                           retain_model=retain_model, **kwargs)
+        if "retain_model" in kwargs:
+            reference_model = kwargs.pop("retain_model")
+        ctx = self.eval_context(reference_model, **kwargs)
+        self._check_heldout(ctx)
+        metrics = run_suite(self.model, self.tokenizer, ctx)
         metrics = {**metrics, "objective": self.config.objective, "steps": self.info.get("step")}
         write_json(self.path / METRICS_FILE, metrics)
         return metrics
+
+    def _check_heldout(self, ctx) -> None:
+        """Refuse to evaluate when the data changed since training (the held-out rows would differ)."""
+        recorded = read_json(self.path / HELDOUT_FILE)
+        if recorded and recorded != ctx.data.heldout_record():
+            raise ConfigError(f"the data of run {str(self.path)!r} changed since it was trained: its held-out rows "
+                              f"({HELDOUT_FILE}) no longer match the files; evaluate with the original files")

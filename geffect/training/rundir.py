@@ -5,7 +5,8 @@
 message is kept) or ``diverged`` (a non-finite loss or gradient; the message names the
 step and the part). JSON files are written to a temporary name and moved into place.
 ``probes/<probe>.jsonl`` holds each probe instance's text (``instance`` = row of its split)
-so reports can show which questions were damaged.
+so reports can show which questions were damaged; ``heldout.json`` lists the rows a run kept
+out of training for evaluation.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from geffect.errors import DamagedRunError, one_line
 
 STATUS_FILE = "run.json"
 METRICS_FILE = "metrics.json"
+HELDOUT_FILE = "heldout.json"  # the rows kept out of training for evaluation (runs with a holdout)
 PROBES_DIR = "probes"
 STATUSES = ("running", "finished", "failed", "diverged")
 
@@ -52,10 +54,13 @@ def write_status(run_dir: Path, status: str, **fields: Any) -> None:
 
 
 def write_probe_texts(run_dir: Path, name: str, indices: list[int], rows: list[dict[str, Any]]) -> None:
-    """``probes/<name>.jsonl``: instance id, question and answer of each probe instance."""
+    """``probes/<name>.jsonl``: instance id and the row-kind fields (question/answer, prompt/response or
+    text) of each probe instance."""
+    from geffect.data.rows import ROW_KINDS, row_kind
+
     folder = run_dir / PROBES_DIR
     folder.mkdir(exist_ok=True)
-    lines = [json.dumps({"instance": i, "question": row["question"], "answer": row["answer"]})
+    lines = [json.dumps({"instance": i, **{f: row[f] for f in ROW_KINDS[row_kind(row.keys())]}})
              for i, row in zip(indices, rows)]
     tmp = folder / f".{name}.jsonl.tmp"
     tmp.write_text("\n".join(lines) + "\n")

@@ -24,7 +24,8 @@ def summarize(run: Run | str | Path) -> dict[str, Any]:
     """Headline numbers of one run (see the module docstring)."""
     run = run if isinstance(run, Run) else Run(run)
     info, history = run.info, run.history
-    row: dict[str, Any] = {"run": run.name, "objective": run.config.objective, "status": info.get("status"),
+    row: dict[str, Any] = {"run": run.name, "objective": run.config.objective, "task": run.config.task_name(),
+                           "status": info.get("status"),
                            "steps": info.get("step"), "seconds": info.get("seconds")}
     if not history.empty:
         row["loss_final"] = float(history["loss"].iloc[-1])

@@ -45,7 +45,7 @@ from geffect.training import checkpoint as ckpt
 from geffect.training.claim import claim_run_dir
 from geffect.training.companions import CompanionContext, build_companion
 from geffect.training.config import CONFIG_FILE, ConfigError, UnlearnConfig
-from geffect.training.data import SplitSource, UnlearningData, check_views, to_device
+from geffect.training.data import UnlearningData, check_views, run_source, to_device
 from geffect.training.distributed import launched_rank, processes
 from geffect.training.modeling import (
     apply_lora,
@@ -62,7 +62,14 @@ from geffect.training.preflight import preflight
 from geffect.training.recording import StepRecord, StepRecorder
 from geffect.training.records import RecordWriter, verify_records
 from geffect.training.run import Run
-from geffect.training.rundir import STATUS_FILE, read_json, write_probe_texts, write_status
+from geffect.training.rundir import (
+    HELDOUT_FILE,
+    STATUS_FILE,
+    read_json,
+    write_json,
+    write_probe_texts,
+    write_status,
+)
 from geffect.training.stacking import stack_lora
 
 _SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
@@ -140,7 +147,7 @@ def unlearn(objective: str | Callable[..., Any] | None = None, model: str | None
     config = config.resolved()
     if run_dir is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = Path("runs") / f"{config.objective.replace(':', '.')}-{config.forget}-{stamp}"
+        run_dir = Path("runs") / f"{config.objective.replace(':', '.')}-{Path(config.forget).stem}-{stamp}"
     trainer = Trainer(config, run_dir, objective_fn=fn, progress=progress)
     return trainer.run(resume=resume)
 
@@ -184,6 +191,7 @@ class Trainer:
 
     def _setup(self) -> None:
         config = self.config
+        needs_retain = self.spec.uses_retain or "mismatch" in self.views
         _seed_everything(config.seed)
         self.procs = processes(default_device(config.device))
         self.device = self.procs.device
@@ -199,11 +207,7 @@ class Trainer:
         self.model.train()
         self.params = [p for _, p in trainable_state(self.model).items()]
 
-        needs_retain = self.spec.uses_retain or "mismatch" in self.views
-        if needs_retain and config.retain is None:
-            raise ConfigError(f"objective {config.objective!r} needs a retain split, and {config.forget!r} has "
-                              "no complementary retainNN split: set retain=")
-        self.data = UnlearningData(self.tokenizer, SplitSource(config.data), config.forget,
+        self.data = UnlearningData(self.tokenizer, self.source, config.forget,
                                    config.retain if needs_retain else None, self.views, config.seed,
                                    config.batch_size, config.retain_batch_size)
         self.companion = build_companion(self.spec, self.hparams)  # fits probes, re-weights terms, ...
@@ -249,6 +253,8 @@ class Trainer:
             self.config.save(self.run_dir / CONFIG_FILE)
             for probe in self.probes:
                 write_probe_texts(self.run_dir, probe.name, probe.indices, probe.rows)
+            if self.source.heldout_roles:
+                write_json(self.run_dir / HELDOUT_FILE, self.source.heldout_record())
             write_status(self.run_dir, "running", step=start, total_steps=self.total, message=None,
                          seconds=self.seconds_before)
         self.procs.barrier()
@@ -276,6 +282,9 @@ class Trainer:
         # one claim per run: the launch's rank 0 holds it; every rank reads the status before the
         # process group forms, so that no process sees rank 0's new status
         preflight(self.config)
+        # every split the run reads is read and checked before the claim and any model load
+        needs_retain = self.spec.uses_retain or "mismatch" in self.views
+        self.source = run_source(self.config, self.views, needs_retain, f"objective {self.config.objective!r}")
         claim = claim_run_dir(self.run_dir, resume=resume) if launched_rank() == 0 else None
         self.begun = False
         try:
