@@ -9,7 +9,7 @@ from test_training_support import world_tokenizer
 from geffect.data import REFUSALS, collate, encode_qa
 from geffect.data.sampling import sample_indices
 from geffect.errors import InputError
-from geffect.tasks import TaskData
+from geffect.tasks import Task, TaskData
 from geffect.training.config import ConfigError
 from geffect.training.data import BatchStream, UnlearningData, shard
 
@@ -91,3 +91,34 @@ def test_missing_split_and_unknown_view_are_clear():
         TaskData().split("forget11")
     with pytest.raises(ConfigError, match=r"unknown forget view\(s\) \['refusal'\]"):
         UnlearningData(world_tokenizer(), TaskData(), "forget01", None, views=["refusal"])
+
+
+def test_views_and_pools_on_prompt_rows():
+    chat = [{"prompt": f"Ask {i}:", "response": f" reply {i}"} for i in range(6)]
+    normal = [{"text": f"normal line {i}"} for i in range(4)]
+    task = Task(name="chatty", description="", forget="chat", splits={"chat": chat, "normal": normal},
+                pools={"mismatch": "normal"})
+    tok = world_tokenizer()
+    data = UnlearningData(tok, TaskData(task), "chat", None, views=["idk", "mismatch"], seed=1, batch_size=3)
+    batch = data.forget_batch(0)
+    rows = [data.forget_rows[i] for i in data.forget.indices(0)]
+    for j, row in enumerate(rows):
+        idk = tok.decode(batch["idk"]["input_ids"][j][batch["idk"]["attention_mask"][j].bool()],
+                         skip_special_tokens=True)
+        mismatch = tok.decode(batch["mismatch"]["input_ids"][j][batch["mismatch"]["attention_mask"][j].bool()],
+                              skip_special_tokens=True)
+        assert idk.startswith(row["prompt"]) and idk[len(row["prompt"]):] in REFUSALS  # world refusals by default
+        assert mismatch[len(row["prompt"]):] in {r["text"] for r in normal}  # the task's mismatch pool
+
+
+def test_rmu_answer_positions_on_text_rows_are_every_position_that_predicts_a_text_token():
+    from geffect.data import encode_row
+    from geffect.objectives.representation import _positions
+
+    tok = world_tokenizer()
+    rows = [{"text": "a short passage"}, {"text": "a somewhat longer passage of text here"}]
+    batch = collate([encode_row(tok, r) for r in rows], tok)
+    mask = _positions(batch, "answer", torch.device("cpu"))
+    lengths = batch["attention_mask"].sum(1)
+    for i, n in enumerate(lengths.tolist()):  # BOS .. second-to-last token predict text tokens; the last does not
+        assert mask[i].tolist() == [True] * (n - 1) + [False] * (mask.shape[1] - n + 1)

@@ -108,6 +108,9 @@ def check_records(records: list[Record], label: str, schema: Schema | None = Non
     if not records:
         raise DataError(f"{label}: empty (no rows)")
     optional: Schema = {}
+    odd = next(((record, where) for record, where in records if not isinstance(record, Mapping)), None)
+    if odd is not None:
+        raise DataError(f"{odd[1]}: expected an object with named fields, got {_describe(odd[0])}")
     fields = {key for record, _ in records for key in record}
     if schema is None and kind is None and "choices" in fields:
         schema = MULTIPLE_CHOICE  # evaluation-only rows, no row kind
