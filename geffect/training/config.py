@@ -50,7 +50,7 @@ class UnlearnConfig:
     objective: str = "ga"
     hparams: dict[str, Any] = field(default_factory=dict)  # objective keyword hyper-parameters
     model: str = "tiny"  # shipped model name or a Hugging Face model directory
-    task: str | None = None  # registered task (`geffect tasks`); None: "files" for a forget file, else "tofu"
+    task: str | None = None  # registered task (`geffect tasks`); None: "files" for a forget file/hub id, else "tofu"
     data: str | None = None  # None: the task's own data; else a folder (tofu: a TOFU directory) or hub id
     forget: str | None = None  # split name or data file; None: the task's forget split (tofu: forget10)
     retain: str | None = None  # None: the task's retain split for ``forget`` (tofu: the complement, retain90)
@@ -86,12 +86,13 @@ class UnlearnConfig:
     # -- derived defaults -------------------------------------------------------------------
 
     def task_name(self) -> str:
-        """The run's task: ``task``, else ``files`` when ``forget`` is a data file, else ``tofu``."""
+        """The run's task: ``task``, else ``files`` when ``forget`` is a data file or hub id, else ``tofu``."""
         if self.task is not None:
             return self.task
-        from geffect.data.files import is_data_file
+        from geffect.data.files import is_data_file, looks_like_hub_id
 
-        return "files" if self.forget is not None and is_data_file(self.forget) else "tofu"
+        own_data = self.forget is not None and (is_data_file(self.forget) or looks_like_hub_id(self.forget))
+        return "files" if own_data else "tofu"
 
     def resolved(self) -> UnlearnConfig:
         """A validated copy with the task, forget and retain splits, probes and holdout filled in."""
