@@ -14,6 +14,7 @@ from toy_models import make_batch, make_model
 
 from geffect.objectives import get_objective
 from geffect.reporting import plots as plot
+from geffect.tasks import TaskData
 from geffect.training.companions import (
     Companion,
     CompanionContext,
@@ -29,7 +30,7 @@ from geffect.training.controllers import (
     list_controllers,
     term_gradients,
 )
-from geffect.training.data import SplitSource, UnlearningData
+from geffect.training.data import UnlearningData
 from geffect.training.recording import instance_risks
 from geffect.training.trainer import Trainer
 
@@ -205,7 +206,7 @@ def test_controller_logs_weights_and_resumes_exactly(tmp_path, monkeypatch, rule
 def test_validation_rows_are_held_out_of_training(monkeypatch):
     from test_training_support import world_tokenizer
 
-    data = UnlearningData(world_tokenizer(), SplitSource(), "forget01", "retain99", seed=3, batch_size=4)
+    data = UnlearningData(world_tokenizer(), TaskData(), "forget01", "retain99", seed=3, batch_size=4)
     forget_rows, retain_rows = list(data.forget_rows), list(data.retain_rows)
     held = data.hold_out("forget", 5)
     data.hold_out("retain", 6)
@@ -223,7 +224,7 @@ def test_validation_rows_are_held_out_of_training(monkeypatch):
 def test_validation_from_named_splits_leaves_training_rows_alone():
     from test_training_support import world_tokenizer
 
-    data = UnlearningData(world_tokenizer(), SplitSource(), "forget01", "retain99", seed=3, batch_size=4)
+    data = UnlearningData(world_tokenizer(), TaskData(), "forget01", "retain99", seed=3, batch_size=4)
     before = (len(data.forget_rows), len(data.retain_rows))
     spec = get_objective("meta_cosine_rmu")
     control = WeightControl(spec, spec.hparams(val_size=5, val_forget="forget05", val_retain="retain95"))

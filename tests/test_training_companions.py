@@ -12,8 +12,9 @@ from test_training_support import toy_load, use_toy_model
 from geffect.cli import main
 from geffect.objectives import get_objective
 from geffect.objectives.probe_directions import ProbeDirections, fit_probe_directions
+from geffect.tasks import TaskData
 from geffect.training.config import UnlearnConfig
-from geffect.training.data import SplitSource, UnlearningData
+from geffect.training.data import UnlearningData
 from geffect.training.probing import ProbeFitting, read_probe_accuracy
 from geffect.training.trainer import Trainer
 
@@ -33,7 +34,7 @@ def test_probes_fitted_before_training_cached_and_logged(tmp_path, monkeypatch, 
     cached = ProbeDirections.load(run.path / "probe_directions")
     # the same probes, refitted independently from the model before unlearning and the training rows
     model, tokenizer = toy_load()
-    data = UnlearningData(tokenizer, SplitSource(), "forget01", "retain99", seed=5, batch_size=4)
+    data = UnlearningData(tokenizer, TaskData(), "forget01", "retain99", seed=5, batch_size=4)
     toxic = [data.forget_batch(d) for d in range(3)]
     clean = [data.retain_batch(d) for d in range(3)]
     expected = fit_probe_directions(model, toxic, clean, [0, 1], l2=1e-3, holdout=0.2, seed=5)
@@ -54,7 +55,7 @@ def test_probes_reloaded_from_the_run_directory(tmp_path, monkeypatch):
     hand.save(tmp_path / "probe_directions")
     from geffect.training.companions import CompanionContext
 
-    data = UnlearningData(tokenizer, SplitSource(), "forget01", "retain99", seed=5, batch_size=4)
+    data = UnlearningData(tokenizer, TaskData(), "forget01", "retain99", seed=5, batch_size=4)
     probing.prepare(data)
     probing.start(CompanionContext(model, run_dir=tmp_path))
     assert torch.equal(probing.objective_kwargs()["probes"].weight, hand.weight)
@@ -104,8 +105,7 @@ def train_hf(tmp_path, objective, hparams, steps=4):
     forget_rows, retain_rows = callback.forget_rows, callback.retain_rows
 
     def collate(indices):
-        pick = lambda rows: encoder.batch([(rows[i % len(rows)]["question"], rows[i % len(rows)]["answer"])  # noqa: E731
-                                           for i in indices])
+        pick = lambda rows: encoder.batch([rows[i % len(rows)] for i in indices])  # noqa: E731
         return {"forget": pick(forget_rows), "retain": pick(retain_rows)}
 
     class Unlearner(Trainer):

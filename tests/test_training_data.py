@@ -113,12 +113,12 @@ def test_views_and_pools_on_prompt_rows():
 
 def test_rmu_answer_positions_on_text_rows_are_every_position_that_predicts_a_text_token():
     from geffect.data import encode_row
-    from geffect.objectives.representation import _positions
+    from geffect.objectives.representation import token_positions
 
     tok = world_tokenizer()
     rows = [{"text": "a short passage"}, {"text": "a somewhat longer passage of text here"}]
     batch = collate([encode_row(tok, r) for r in rows], tok)
-    mask = _positions(batch, "answer", torch.device("cpu"))
+    mask = token_positions(batch, "answer", torch.device("cpu"))
     lengths = batch["attention_mask"].sum(1)
     for i, n in enumerate(lengths.tolist()):  # BOS .. second-to-last token predict text tokens; the last does not
         assert mask[i].tolist() == [True] * (n - 1) + [False] * (mask.shape[1] - n + 1)

@@ -3,7 +3,8 @@
 Both act on h_ℓ, the output of transformer block ℓ (``terms.hidden_states_at``), at a set
 of token positions: ``tokens="answer"`` (default) takes the positions that predict answer
 tokens (the label mask after the causal shift, as the G-effect code of Wang et al. 2025
-does for QA data); ``tokens="all"`` takes every real token (as RMU does on raw text).
+does for QA data; on text rows, where every token is a label, these are all positions but
+the last); ``tokens="all"`` takes every real token (as RMU does on raw text).
 Squared distances are averaged over hidden units, as in the WMDP code (the paper writes
 squared L2 norms; the two differ by the constant factor 1/H in both terms).
 """

@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 from transformers import TrainerCallback
 
+from geffect.tasks import Task, TaskData
 from geffect.training.companions import CompanionContext, build_companion
 from geffect.training.data import UnlearningData, to_device
 from geffect.training.modeling import reference_copy
@@ -37,22 +38,11 @@ from geffect.training.records import write_atomic
 HISTORY_FILE = "companion_history.parquet"
 
 
-class _Rows:
-    """A split source over rows given in memory (``forget`` and ``retain``)."""
-
-    def __init__(self, splits: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-        self.splits = splits
-
-    def split(self, name: str):
-        import datasets
-
-        return datasets.Dataset.from_list([dict(row) for row in self.splits[name]])
-
-
 class ObjectiveCallback(TrainerCallback):
     """Run ``objective``'s training companion in a HF ``Trainer`` and compute its loss (module docstring).
 
-    ``forget`` / ``retain``: rows with ``question``/``answer`` (a list or ``datasets.Dataset``).
+    ``forget`` / ``retain``: rows of any kind — question/answer, prompt/response or text — (a list,
+    a ``datasets.Dataset`` or a data file).
     ``hparams``: the objective's hyper-parameters. ``batch_size`` and ``seed`` decide the
     callback's own draws (probe fitting, per-term gradients); ``out`` a folder for its files.
     """
@@ -65,9 +55,10 @@ class ObjectiveCallback(TrainerCallback):
         self.spec = resolve_objective(objective)
         self.hparams = self.spec.hparams(**dict(hparams or {}))
         self.companion = build_companion(self.spec, self.hparams)
-        splits = {"forget": list(forget), "retain": list(retain or [])}
-        self.data = UnlearningData(tokenizer, _Rows(splits), "forget", "retain" if retain else None, (), seed,
-                                   batch_size)
+        splits = {"forget": forget, **({"retain": retain} if retain else {})}
+        rows = TaskData(Task(name="callback_rows", description="rows given to ObjectiveCallback", forget="forget",
+                             splits=splits))  # checked by the one loader, like every split
+        self.data = UnlearningData(tokenizer, rows, "forget", "retain" if retain else None, (), seed, batch_size)
         self.companion.prepare(self.data)  # may take validation rows out of the training rows
         self.seed, self.out = seed, Path(out) if out is not None else None
         self.ref_model: torch.nn.Module | None = None
