@@ -109,7 +109,9 @@ def test_parquet_types_and_missing_paths(tmp_path):
 def test_hub_ids_are_tried_only_when_they_could_be_one_and_never_wait_offline(tmp_path, monkeypatch):
     assert looks_like_hub_id("locuslab/TOFU") and not looks_like_hub_id("data/forget.jsonl")
     assert not looks_like_hub_id("forget10") and not looks_like_hub_id(str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import geffect.sources
+
+    monkeypatch.setattr(geffect.sources, "hub_reachable", lambda *args, **kwargs: False)
     with pytest.raises(DataError, match="'someone/their-data' is not an existing file or folder, and the Hugging "
                                         "Face hub is not reachable"):
         load_rows("someone/their-data")
