@@ -301,10 +301,10 @@ class _Procedure:
         return info
 
     def _retain_split_rows(self) -> list[dict[str, Any]]:
-        from geffect.training.data import SplitSource
+        from geffect.tasks import TaskData
 
         columns = ("question", "answer") if self.concept.kind == "qa" else ("prompt", "response")
-        split = SplitSource(None).split(self.concept.retain)
+        split = TaskData(self.concept.task or "tofu").split(self.concept.retain)
         return [{k: row[k] for k in columns} for row in split]
 
     def release_config(self, i: int, folder: Path) -> UnlearnConfig:
@@ -313,7 +313,8 @@ class _Procedure:
         hparams = {"base": c.objective, "lambda1": c.lambda1, "squared": c.squared, "base_hparams": dict(c.hparams)}
         forget = str(reveal_dir / "forget.jsonl")
         return UnlearnConfig.from_dict({
-            **c.run_settings, "objective": "olora", "hparams": hparams, "model": c.model, "forget": forget,
+            **c.run_settings, "objective": "olora", "hparams": hparams, "model": c.model,
+            "task": self.concept.task or "tofu", "forget": forget,
             "retain": str(reveal_dir / "retain.jsonl"),
             "probes": {"forget": forget, "true_forget": self.concept.heldout_forget, "retain": self.concept.retain},
             "lora": dict(c.lora), "lora_stack": [f"../../iter-{j:02d}/release" for j in range(1, i)] or None,
