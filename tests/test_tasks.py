@@ -117,3 +117,11 @@ def test_custom_task_unlearn_evaluate_report_compare_on_tiny(tmp_path):
     assert main(["compare", str(tmp_path / "gd"), "--out", str(tmp_path / "cmp")]) == 0
     table = (tmp_path / "cmp" / "compare.csv").read_text()
     assert "forget_nll" in table and "clockwork" in table
+
+
+def test_tofu_evaluation_of_a_forget_file_says_which_task_fits(tmp_path):
+    from geffect.tasks import evaluate_task
+
+    (tmp_path / "mine.jsonl").write_text('{"question": "Q?", "answer": "A."}\n')
+    with pytest.raises(InputError, match="run with task 'files'"):
+        evaluate_task(None, None, task="tofu", forget=str(tmp_path / "mine.jsonl"))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from geffect.data.files import is_data_file
+from geffect.errors import InputError
 from geffect.tasks.context import EvalContext
 from geffect.tasks.source import UnknownSplit
 from geffect.tasks.task import Task
@@ -33,6 +35,10 @@ def tofu_evaluation(model: Any, tokenizer: Any, ctx: EvalContext) -> dict[str, A
     """TOFU metrics: probability, ROUGE-L, truth ratio, forget quality, model utility."""
     from geffect.evaluation import evaluate
 
+    if is_data_file(ctx.forget):
+        raise InputError(f"the tofu evaluation scores TOFU forget splits (forget01/05/10), not the file "
+                         f"{ctx.forget!r}: run with task 'files' (the default for a --forget FILE) for NLL and "
+                         "ROUGE-L on its rows")
     options = dict(ctx.options)
     world = options.pop("world", ctx.data.data)
     return evaluate(model, tokenizer, world=world, forget_split=ctx.forget, retain_model=ctx.reference,

@@ -110,14 +110,12 @@ class TaskData:
         ids = [i for i in range(len(data)) if i not in held]
         if not ids:
             raise DataError(f"split {name!r} has no rows left for training")
-        rows = list(data) if not held else [data[i] for i in ids]
-        return rows, ids
+        return list(data.select(ids) if held else data), ids
 
     def heldout_rows(self, name: str) -> tuple[list[Row], list[int]]:
         """(rows, row numbers) of ``name`` kept out of training."""
         ids = self.heldout_ids(name)
-        data = self.split(name)
-        return [data[i] for i in ids], ids
+        return list(self.split(name).select(ids)), ids
 
     def heldout_record(self) -> dict[str, Any]:
         """What was held out, for the run directory's ``heldout.json``."""
