@@ -125,3 +125,11 @@ def test_tofu_evaluation_of_a_forget_file_says_which_task_fits(tmp_path):
     (tmp_path / "mine.jsonl").write_text('{"question": "Q?", "answer": "A."}\n')
     with pytest.raises(InputError, match="run with task 'files'"):
         evaluate_task(None, None, task="tofu", forget=str(tmp_path / "mine.jsonl"))
+
+
+def test_diagnose_checks_a_new_objective_on_a_tasks_rows():
+    from geffect.objectives import get_objective
+    from geffect.reporting.new_objective import check_objective
+
+    loss = check_objective(get_objective("ga").fn, task="clockwork", batch_size=4)
+    assert loss == loss and loss < 0  # GA's loss is minus a positive NLL, here on text rows

@@ -13,7 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "unlearn",
         help="unlearn a forget split with an objective, recording G-effects",
-        description="Run an unlearning objective from a target model on a forget split. Every k steps the "
+        description="Run an unlearning objective from a target model on a task's forget data (`geffect tasks`; "
+                    "default tofu) or on your own files (--forget FILE: JSONL, CSV or parquet with question/answer, "
+                    "prompt/response or text columns). Every k steps the "
                     "G-effect of the objective gradient and of the applied update is recorded per layer and "
                     "probe instance into DIR (config.yaml, effects/history/risks.parquet, run.json, "
                     "checkpoints). A killed run continues with --resume.",

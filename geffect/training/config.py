@@ -42,9 +42,11 @@ class UnlearnConfig:
 
     ``objective`` is a registered objective name (``geffect objectives`` lists them) or
     ``"package.module:function"`` naming an importable function with the objective signature.
-    ``probes`` maps a probe name to a split name of the data source (``None``: ``forget`` and
-    ``retain`` probes on the training splits); each probe uses ``probe_size`` instances drawn
-    with the run's seed (``None``: the whole split).
+    ``task`` names the unlearning task whose splits, probes and evaluation the run uses
+    (``geffect.tasks``); ``forget``, ``retain`` and probe values are split names of that task or
+    data files. ``probes`` maps a probe name to a split (``None``: ``forget`` and ``retain``
+    probes on the training splits plus the task's own); each probe uses ``probe_size`` instances
+    drawn with the run's seed (``None``: the whole split).
     """
 
     objective: str = "ga"
