@@ -58,6 +58,7 @@ __all__ = [
 
 STEP_LABEL = "training step"
 LAYER_LABEL = "layer group (embed → head)"
+TERM_MARKERS = {"forget": "o", "retain": "s"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -491,7 +492,8 @@ def term_weights(runs: Any) -> Figure:
     """The loss-term weights a weight controller learned (``weight_<term>`` of the history), per step,
     beside what moved them: the validation objective M and, for hypergradient controllers, each
     term's mean G-effect on the forget and retain validation probes (see
-    ``geffect.training.controllers``). Terms forget/retain keep the probe line styles."""
+    ``geffect.training.controllers``). Line style: the term (weights) or the validation probe
+    (G-effects), as for probes elsewhere; marker: the term whose gradient is contracted."""
     items = [r for r in as_runs(runs) if any(c.startswith("weight_") for c in r.history.columns)]
     if not items:
         raise ValueError("no run has learned term weights (history columns weight_<term>)")
@@ -512,8 +514,9 @@ def term_weights(runs: Any) -> Figure:
         history = run.history.dropna(subset=["meta_objective"]).sort_values("step")
         for column in (c for c in history.columns if c.startswith("meta_geffect_")):
             term, _, probe = column.removeprefix("meta_geffect_").rpartition("_")
-            axes[0, 2].plot(history["step"], history[column], color=colors[run.name], marker=".",
-                            linestyle=PROBE_LINESTYLES.get(probe, ":"), label=f"{run.name}: ∇L_{term} on {probe}")
+            axes[0, 2].plot(history["step"], history[column], color=colors[run.name],
+                            marker=TERM_MARKERS.get(term, "."), linestyle=PROBE_LINESTYLES.get(probe, ":"),
+                            label=f"{run.name}: ∇L_{term} on {probe}")
     axes[0, 0].set(title="learned term weights", xlabel=STEP_LABEL, ylabel="weight w_j")
     axes[0, 1].set(title="validation objective M", xlabel=STEP_LABEL, ylabel="R(retain) − γ·R(forget) (nats)")
     if with_effects:
