@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import copy
 import math
+import textwrap
 
+import numpy as np
 import pytest
 import torch
 from test_training_support import use_toy_model
@@ -32,6 +34,7 @@ from geffect.training.controllers import (
 )
 from geffect.training.data import UnlearningData
 from geffect.training.recording import instance_risks
+from geffect.training.run import Run
 from geffect.training.trainer import Trainer
 
 
@@ -233,3 +236,27 @@ def test_validation_from_named_splits_leaves_training_rows_alone():
     assert control.validation["forget"]["input_ids"].shape[0] == 5
     expected = data.probe("validation-retain", "retain95", 5).batch
     assert torch.equal(control.validation["retain"]["input_ids"], expected["input_ids"])
+
+
+@pytest.mark.slow
+def test_two_processes_learn_the_weights_one_process_learns(tmp_path):
+    """Each process measures its share of the batch; the averaged hypergradient is the single-process one."""
+    from test_ddp import TESTS, launch
+
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(TESTS)!r})
+        from test_training_support import install_toy_model
+        install_toy_model()
+        import geffect
+        geffect.unlearn("meta_cosine_rmu", forget="forget01", out=sys.argv[1], steps=4, batch_size=4, probe_size=2,
+                        seed=2, lr=1e-2, progress=False,
+                        hparams={{"layer": 0, "every": 1, "val_size": 4, "meta_lr": 1e6}})
+    """))
+    launch(script, tmp_path / "single", processes=1)
+    launch(script, tmp_path / "ddp", processes=2)
+    single, ddp = Run(tmp_path / "single").history, Run(tmp_path / "ddp").history
+    assert single["weight_retain"].nunique() > 1  # the weights moved
+    for column in ("weight_forget", "weight_retain", "meta_hypergradient_forget", "meta_objective"):
+        assert np.allclose(ddp[column], single[column], rtol=1e-4, atol=1e-12), column
