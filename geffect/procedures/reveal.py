@@ -32,15 +32,11 @@ POLICIES = ("neural_ucb", "random")
 
 
 def instruction_prompt(tokenizer: Any, concept: Concept, instruction: str) -> list[int]:
-    """Token ids the model continues for ``instruction``: the QA prompt, or the raw text."""
-    from geffect.data import encode_prompt
+    """Token ids the model continues for ``instruction``: the QA prompt, or the raw prompt text."""
+    from geffect.data.rows import generation_prompt
 
-    if concept.kind == "qa":
-        return encode_prompt(tokenizer, instruction)
-    ids = list(tokenizer(instruction, add_special_tokens=True)["input_ids"])
-    if ids and ids[-1] == tokenizer.eos_token_id:
-        ids = ids[:-1]
-    return ids
+    row = {"question": instruction, "answer": ""} if concept.kind == "qa" else {"prompt": instruction, "response": ""}
+    return generation_prompt(tokenizer, row)[0]
 
 
 def concept_row(concept: Concept, instruction: str, completion: str) -> dict[str, str]:

@@ -110,7 +110,7 @@ class RevealReleaseConfig:
                 raise ConfigError(f"field {name!r} must be a positive integer, got {value!r}")
         if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.lambda1 < 0 or self.nu < 0 or self.lam <= 0:
             raise ConfigError("need temperature > 0, 0 < top_p <= 1, lambda1 >= 0, nu >= 0 and lam > 0")
-        overlap = sorted(set(self.run_settings) & {"objective", "hparams", "model", "forget", "retain", "probes",
+        overlap = sorted(set(self.run_settings) & {"objective", "hparams", "model", "task", "forget", "retain", "probes",
                                                    "lora", "lora_stack", "steps", "lr", "batch_size", "seed"})
         if overlap:
             raise ConfigError(f"run_settings may not set {overlap}: they are fields of the procedure's config")
@@ -374,7 +374,7 @@ def release_on_true_forget(config: RevealReleaseConfig, out: str | Path, steps: 
     out = Path(out)
     settings = {
         **config.run_settings, "objective": config.objective, "hparams": dict(config.hparams), "model": config.model,
-        "forget": concept.true_forget, "retain": concept.retain,
+        "task": concept.task or "tofu", "forget": concept.true_forget, "retain": concept.retain,
         "probes": {"forget": concept.true_forget, "true_forget": concept.heldout_forget, "retain": concept.retain},
         "lora": dict(config.lora), "steps": steps or config.iterations * config.steps, "lr": config.lr,
         "batch_size": config.batch_size, "record_every": config.record_every, "probe_size": config.probe_size,

@@ -115,10 +115,10 @@ def probe_rows(run_dir: str | Path, name: str) -> list[dict[str, Any]]:
 
 
 def probe_batch(tokenizer: Any, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Encode probe rows (QA rows) into one right-padded batch."""
-    from geffect.data import collate, encode_qa
+    """Encode probe rows (any row kind) into one right-padded batch."""
+    from geffect.data import collate, encode_row
 
-    return collate([encode_qa(tokenizer, r["question"], r["answer"]) for r in rows], tokenizer, padding_side="right")
+    return collate([encode_row(tokenizer, r) for r in rows], tokenizer, padding_side="right")
 
 
 def _iteration_labels(model: nn.Module) -> dict[str, str]:
