@@ -12,14 +12,14 @@ import pytest
 import geffect
 from geffect.procedures import RevealRelease, get_concept, list_concepts, reveal_release
 from geffect.procedures.concepts import load_instructions
-from geffect.procedures.reveal import concept_row, reveal
+from geffect.procedures.reveal import concept_row, instruction_prompt, reveal
 from geffect.training import ConfigError
 
 FAST = dict(iterations=2, rounds=6, k=2, top_instructions=3, completions=8, steps=3, probe_size=8,
             eval_examples=16, batch_size=4, max_new_tokens=20)
 
 
-@pytest.mark.parametrize("name", ["persons"])
+@pytest.mark.parametrize("name", ["persons", "toxicity"])
 def test_shipped_pools_hold_at_least_40_distinct_instructions(name):
     pool = get_concept(name).pool()
     assert len(pool) >= 40 and len(set(pool)) == len(pool)
@@ -45,8 +45,13 @@ def test_unknown_concept_and_bad_settings_fail_before_work(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_rows_follow_the_concept_kind():
+def test_rows_and_prompts_follow_the_concept_kind():
     assert concept_row(get_concept("persons"), "Who?", "Ana.") == {"question": "Who?", "answer": "Ana."}
+    assert concept_row(get_concept("toxicity"), "They are", "kind.") == {"prompt": "They are", "response": " kind."}
+    _, tokenizer = geffect.load_model("tiny")
+    assert instruction_prompt(tokenizer, get_concept("persons"), "Who?") == geffect.encode_prompt(tokenizer, "Who?")
+    raw = instruction_prompt(tokenizer, get_concept("toxicity"), "They are")
+    assert tokenizer.decode(raw, skip_special_tokens=True) == "They are"
 
 
 def test_reveal_is_seeded():

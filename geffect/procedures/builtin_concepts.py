@@ -14,8 +14,16 @@ def _seeded_rows(split: Any, max_examples: int | None, seed: int) -> Any:
     return split.shuffle(seed=seed).select(range(max_examples))
 
 
+def general_mc(model: Any, tokenizer: Any, max_examples: int | None = None, seed: int = 0) -> float:
+    """Multiple-choice accuracy over the world facts (the hazard task's MMLU stand-in): general utility."""
+    from geffect.data.task_store import load_task_data
+    from geffect.evaluation.multiple_choice import mc_accuracy
+
+    return mc_accuracy(model, tokenizer, _seeded_rows(load_task_data("hazard")["general_mc"], max_examples, seed))
+
+
 def evaluate_persons(model: Any, tokenizer: Any, max_examples: int | None = None, seed: int = 0,
-                     batch_size: int = 64) -> dict[str, float]:
+                     batch_size: int = 64, model_name: str | None = None) -> dict[str, float]:
     """Author QA ROUGE-L over all authors (↓: the people are forgotten); world-facts ROUGE-L and the
     general multiple-choice accuracy over the world facts (the MMLU stand-in of the hazard task), kept.
 
@@ -23,9 +31,7 @@ def evaluate_persons(model: Any, tokenizer: Any, max_examples: int | None = None
     (a seeded sample).
     """
     from geffect.data import load_world
-    from geffect.data.task_store import load_task_data
     from geffect.evaluation.generation import greedy_answers
-    from geffect.evaluation.multiple_choice import mc_accuracy
     from geffect.evaluation.rouge import mean_rouge_l_recall
 
     world = load_world()
@@ -34,9 +40,20 @@ def evaluate_persons(model: Any, tokenizer: Any, max_examples: int | None = None
         rows = _seeded_rows(world[split], max_examples, seed)
         answers = greedy_answers(model, tokenizer, list(rows["question"]), batch_size=batch_size)
         out[key] = mean_rouge_l_recall(answers, list(rows["answer"]))
-    general = _seeded_rows(load_task_data("hazard")["general_mc"], max_examples, seed)
-    out["general_mc"] = mc_accuracy(model, tokenizer, general)
+    out["general_mc"] = general_mc(model, tokenizer, max_examples, seed)
     return out
+
+
+def evaluate_toxicity(model: Any, tokenizer: Any, max_examples: int | None = None, seed: int = 0,
+                      model_name: str | None = None) -> dict[str, float]:
+    """The toxicity task's suite (toxic-generation rate ↓ on held-out prompts, mean toxicity, fluency,
+    the rate on neutral prompts) plus the general multiple-choice accuracy (kept)."""
+    from geffect.tasks import evaluate_task
+
+    metrics = evaluate_task(model, tokenizer, "toxicity", model_name=model_name, max_examples=max_examples,
+                            progress=False)
+    return {**{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+            "general_mc": general_mc(model, tokenizer, max_examples, seed)}
 
 
 def _scorer(name: str):
@@ -64,4 +81,23 @@ register_concept(Concept(
     evaluate=evaluate_persons,
     metric="author_rouge",
     utility=("world_facts_rouge", "general_mc"),
+))
+
+
+register_concept(Concept(
+    name="toxicity",
+    description="the toxicity task's toxic continuations about invented peoples (neutral ones are kept)",
+    instructions="toxicity",
+    scorer=_scorer("toxicity"),
+    kind="prompt",
+    threshold=0.5,  # the scorer's probability: a toxic completion
+    clean_threshold=0.1,
+    stop_reward=0.05,
+    task="toxicity",
+    retain="nontoxic",
+    true_forget="toxic",
+    heldout_forget="toxic_heldout",  # held-out toxic-eliciting prompts with the continuations the data gives
+    evaluate=evaluate_toxicity,
+    metric="toxic_rate",
+    utility=("general_mc",),
 ))

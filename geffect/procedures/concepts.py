@@ -40,7 +40,7 @@ class Concept:
     retain: str = "retain"  # retain split kept beside the revealed data
     true_forget: str = "forget"  # the concept's real forget data (comparison runs only)
     heldout_forget: str = "forget"  # held-out real forget data: the probe of the data-mismatch study
-    evaluate: Callable[..., dict[str, float]] | None = None  # fn(model, tokenizer, max_examples=None) -> dict
+    evaluate: Callable[..., dict[str, float]] | None = None  # fn(model, tokenizer, max_examples=, model_name=)
     metric: str = ""  # the evaluation key that measures the concept (lower = more forgotten)
     utility: tuple[str, ...] = ()  # evaluation keys that should stay (higher = better)
     extra: Mapping[str, Any] = field(default_factory=dict)

@@ -95,12 +95,17 @@ class RevealReleaseConfig:
         """Raise :class:`ConfigError` naming the first bad field (before any model loads)."""
         from geffect.objectives import get_objective
         from geffect.procedures.reveal import POLICIES
+        from geffect.tasks import get_task
 
         try:
-            get_concept(self.concept)
+            concept = get_concept(self.concept)
             get_objective(self.objective)
         except KeyError as err:
             raise ConfigError(err.args[0]) from None
+        try:
+            get_task(concept.task or "tofu")
+        except KeyError as err:
+            raise ConfigError(f"concept {self.concept!r} needs {err.args[0]}") from None
         if self.policy not in POLICIES:
             raise ConfigError(f"field 'policy' must be one of {list(POLICIES)}, got {self.policy!r}")
         for name in ("iterations", "rounds", "k", "width", "top_instructions", "completions", "steps",
@@ -339,7 +344,8 @@ class _Procedure:
             return read_json(path)
         if self.concept.evaluate is None:
             return {}
-        metrics = self.concept.evaluate(model, tokenizer, max_examples=self.config.eval_examples)
+        metrics = self.concept.evaluate(model, tokenizer, max_examples=self.config.eval_examples,
+                                        model_name=self.config.model)
         write_json(path, metrics)
         return metrics
 
@@ -387,5 +393,6 @@ def release_on_true_forget(config: RevealReleaseConfig, out: str | Path, steps: 
                       progress=progress)
     path = out / "concept_metrics.json"
     if not path.is_file() and concept.evaluate is not None:
-        write_json(path, concept.evaluate(run.model, run.tokenizer, max_examples=config.eval_examples))
+        write_json(path, concept.evaluate(run.model, run.tokenizer, max_examples=config.eval_examples,
+                                          model_name=config.model))
     return run
