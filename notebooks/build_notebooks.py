@@ -116,11 +116,19 @@ print(run)
 run.history[["step", "loss", "risk_forget", "risk_retain"]].round(4)''',
     '''run.effects.head()''',
     '''#md
-## 5. Where and when: two views
+## 5. Where and when, in two views
 
-The **layer × step heatmap** shows each layer group's mean G-effect at each step, forget and
-retain side by side (colours centred on zero). The **cumulative G-effect** sums the batch
-G-effect over steps: a falling forget curve is unlearning, a falling retain curve is damage.''',
+The trainer records two effects of every step. The **G-effect** $\\nabla R^\\top \\nabla L_u$ is the
+paper's quantity (negative = the probe's risk rises). The **predicted risk change**
+$\\nabla R^\\top \\Delta\\theta$ is the first-order change of the risk from the update actually applied
+(nats, positive = the risk rises): under Adam the step is not $-\\eta \\nabla L_u$, so only this view
+predicts the risk, and the two can even disagree in sign. Every plot draws both side by side, with
+red meaning "the risk rises" in both and the sign's meaning written on each colour bar and axis.
+
+The **layer × step heatmap** shows each layer group's mean effect at each step (symmetric-log
+colours when the values span orders of magnitude). The **cumulative** view sums them over steps;
+the dotted curves are the observed change of the mean probe risk, which the predicted change
+should track.''',
     '''geffect.plot.layer_step_heatmap(run)''',
     '''geffect.plot.cumulative_effect(run)''',
     '''#md
@@ -151,8 +159,10 @@ pd.DataFrame({name: run.history.set_index("step")["loss"] for name, run in runs.
     '''#md
 ## Layer view: which layer groups carry forgetting and damage
 
-Per-layer totals add each layer group's batch G-effect over the run. Bars below zero on the
-forget probe are where unlearning happens; below zero on retain is where the damage is done.''',
+Per-layer totals add each layer group's batch effect over the run, in both views: G-effect bars
+below zero, and predicted-risk-change bars above zero, are where a probe's risk rises (unlearning
+on the forget probe, damage on the retain probe). The value axis turns symmetric-log when one layer
+dwarfs the others, so every block stays readable.''',
     '''geffect.plot.layer_totals(runs)''',
     '''from geffect.reporting import tables
 
@@ -180,6 +190,15 @@ picture can be trusted at this step size.''',
 
 for finding in findings(runs):
     print(f"{finding.run}: {finding.sentence}")''',
+    '''#md
+## Where the two views disagree
+
+`sign_disagreements` lists, per run, probe and layer group, what each view says about the risk and,
+where they disagree in sign, which one the observed change of the probe's risk supports.''',
+    '''from geffect.reporting.diagnosis import sign_disagreements
+
+table = sign_disagreements(runs)
+table[table["disagree"]] if table["disagree"].any() else "the two views agree in sign everywhere in these runs"''',
 ]
 
 DIAGNOSE = [

@@ -8,6 +8,8 @@ from those constants (or from the raw table with numpy), not from the plotting c
 
 from __future__ import annotations
 
+import dataclasses
+
 import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
@@ -15,7 +17,17 @@ import pytest
 from matplotlib.colors import to_hex
 
 from geffect import plot
-from geffect.reporting.style import color_for, effect_label, ordered_layers, symmetric_limit
+from geffect.reporting.legibility import blank_panels, panel_legibility, save_checked
+from geffect.reporting.style import (
+    color_for,
+    effect_cmap,
+    effect_label,
+    effect_norm,
+    is_symlog,
+    ordered_layers,
+    sign_key,
+    symmetric_limit,
+)
 from geffect.reporting.synthetic import (
     FORGET_WEIGHTS,
     RETAIN_WEIGHTS,
@@ -38,9 +50,14 @@ def render(fig, tmp_path, name="fig.png", dpi=40):
 
 
 def titled(fig, title):
-    matches = [ax for ax in fig.axes if ax.get_title() == title]
+    """The one panel whose title (its first line, less an "(own scale)" note) is ``title``."""
+    matches = [ax for ax in fig.axes if ax.get_title().split("\n")[0].removesuffix(" (own scale)") == title]
     assert len(matches) == 1, [ax.get_title() for ax in fig.axes]
     return matches[0]
+
+
+def colorbar_of(ax):
+    return ax.collections[0].colorbar
 
 
 def mesh_values(ax, shape):
@@ -64,43 +81,83 @@ def test_style_helpers():
         effect_label("sideways")
 
 
+def test_sign_keys_say_which_sign_raises_the_risk():
+    assert sign_key("gradient") == "negative = risk rises"
+    assert sign_key("update") == "positive = risk rises"
+    assert effect_label("gradient").endswith("negative = risk rises")
+    assert effect_label("update", colour=True, scale="symlog").endswith("red (positive) = risk rises, symlog")
+    # red means "the risk rises" in both views: the update map is the reversed gradient map
+    import matplotlib
+    red_gradient = matplotlib.colormaps[effect_cmap("gradient")](0.0)
+    red_update = matplotlib.colormaps[effect_cmap("update")](1.0)
+    assert red_gradient == red_update and red_gradient[0] > 0.4 > red_gradient[2]
+
+
+def test_effect_norm_turns_symlog_when_values_span_decades():
+    assert not is_symlog(effect_norm(np.linspace(-1, 1, 50)))  # evenly spread: linear
+    spanning = np.concatenate([np.full(40, 1e-4), [-3.0]])  # most values 4 decades under the limit
+    norm = effect_norm(spanning)
+    assert is_symlog(norm) and (norm.vmin, norm.vmax) == (-3.0, 3.0)
+    assert norm.linthresh == pytest.approx(1e-4)
+    # the smallest magnitude sits visibly off the zero colour: 15 % of the way to the end colour
+    assert abs(float(norm(1e-4)) - 0.5) == pytest.approx(0.075, abs=1e-6)
+    assert not is_symlog(effect_norm(spanning, "linear"))
+    with pytest.raises(ValueError, match="scale"):
+        effect_norm(spanning, "log")
+
+
 # --------------------------------------------------------------------------- views
 
 
 def test_layer_step_heatmap(ga, tmp_path):
     fig = plot.layer_step_heatmap(ga)
     render(fig, tmp_path)
-    assert len(fig.axes) == 4  # two panels + two colour bars
-    forget, retain = titled(fig, "forget probe"), titled(fig, "retain probe")
-    for ax in (forget, retain):
-        assert [t.get_text() for t in ax.get_yticklabels()] == LAYERS
-        assert ax.get_xlabel() == "training step"
-        low, high = ax.collections[0].get_clim()
-        assert low == -high
+    assert len(fig.axes) == 8  # probes × views panels, each with its colour bar
+    for probe in ("forget", "retain"):
+        grad, update = titled(fig, f"{probe} probe: G-effect"), titled(fig, f"{probe} probe: predicted risk change")
+        for ax, view in ((grad, "gradient"), (update, "update")):
+            assert [t.get_text() for t in ax.get_yticklabels()] == LAYERS
+            assert ax.get_xlabel() == "training step"
+            low, high = ax.collections[0].get_clim()
+            assert low == -high
+            assert colorbar_of(ax).ax.get_ylabel().startswith(effect_label(view, colour=True).split("\n")[0])
+            assert sign_key(view, colour=True) in colorbar_of(ax).ax.get_ylabel()
+        # the update panel's title gives the predicted total and the observed change
+        planted = ga.risks.query("probe == @probe")
+        observed = (planted.groupby("instance")["risk_after"].last() - planted.groupby("instance")["risk"].first()).mean()
+        assert f"observed {observed:+.3g}" in update.get_title()
+    retain = titled(fig, "retain probe: G-effect")
     values = mesh_values(retain, (len(LAYERS), 30))
     expected = np.array([RETAIN_WEIGHTS[layer] for layer in LAYERS])
     np.testing.assert_allclose(values, np.repeat(expected[:, None], 30, axis=1), rtol=1e-12)
     assert retain.collections[0].get_clim() == pytest.approx((-0.4, 0.4))
-    forget_values = mesh_values(forget, (len(LAYERS), 30))
+    # update view: −lr × the gradient effect (the synthetic run's plain SGD)
+    update_values = mesh_values(titled(fig, "retain probe: predicted risk change"), (len(LAYERS), 30))
+    np.testing.assert_allclose(update_values, -0.01 * values, rtol=1e-9)
+    forget_values = mesh_values(titled(fig, "forget probe: G-effect"), (len(LAYERS), 30))
     head = LAYERS.index("lm_head")
     assert forget_values[head, 0] == pytest.approx(4 * FORGET_WEIGHTS["lm_head"])
     assert forget_values[head, 18] == pytest.approx(0.05 * 4 * FORGET_WEIGHTS["lm_head"])
-    assert forget.collections[0].get_clim() == pytest.approx((-1.8, 1.8))
+    assert titled(fig, "forget probe: G-effect").collections[0].get_clim() == pytest.approx((-1.8, 1.8))
 
 
-def test_layer_step_heatmap_shared_scale_and_errors(ga):
-    fig = plot.layer_step_heatmap(ga, shared_scale=True)
-    clims = [titled(fig, f"{p} probe").collections[0].get_clim() for p in ("forget", "retain")]
+def test_layer_step_heatmap_one_view_shared_scale_and_errors(ga):
+    fig = plot.layer_step_heatmap(ga, direction="gradient", shared_scale=True)
+    assert len(fig.axes) == 4
+    clims = [titled(fig, f"{p} probe: G-effect").collections[0].get_clim() for p in ("forget", "retain")]
     assert clims[0] == clims[1] == pytest.approx((-1.8, 1.8))
     with pytest.raises(ValueError, match="no 'gradient' effect records for probes \\['nope'\\]"):
-        plot.layer_step_heatmap(ga, probes=("nope",))
+        plot.layer_step_heatmap(ga, probes=("nope",), direction="gradient")
+    with pytest.raises(ValueError, match="direction"):
+        plot.layer_step_heatmap(ga, direction="sideways")
 
 
 def test_cumulative_effect(ga, wga, tmp_path):
     fig = plot.cumulative_effect([ga, wga])
     render(fig, tmp_path)
-    forget, retain = titled(fig, "forget probe"), titled(fig, "retain probe")
+    forget, retain = titled(fig, "forget probe: G-effect"), titled(fig, "retain probe: G-effect")
     assert "nats" in forget.get_ylabel() and forget.get_xlabel() == "training step"
+    assert forget.get_ylabel().endswith("negative = risk rises")
     final = {}
     for ax, probe in ((forget, "forget"), (retain, "retain")):
         lines = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
@@ -119,25 +176,43 @@ def test_cumulative_effect(ga, wga, tmp_path):
     # independent check from the raw table: sum over steps of the instance-mean summed over layers
     raw = ga.effects.query("probe == 'retain' and direction == 'gradient'")
     assert final[("ga", "retain")] == pytest.approx(raw.groupby(["step", "layer"])["value"].mean().sum())
+    # the predicted-change panel: its curve, and the observed change drawn dotted beside it
+    update = titled(fig, "forget probe: predicted risk change")
+    assert update.get_ylabel().endswith("positive = risk rises")
+    ga_lines = [line for line in update.get_lines() if to_hex(line.get_color()) == color_for("ga")]
+    predicted, observed = ga_lines
+    assert predicted.get_ydata()[-1] == pytest.approx(-0.01 * forget_total)
+    assert observed.get_linestyle() == ":"
+    planted = ga.risks.query("probe == 'forget'")
+    assert observed.get_ydata()[-1] == pytest.approx(planted.query("step == 29")["risk_after"].mean()
+                                                     - planted.query("step == 0")["risk"].mean())
+    assert "observed (dotted)" in [t.get_text() for t in update.get_legend().get_texts()]
 
 
 def test_layer_totals(ga, wga, tmp_path):
     fig = plot.layer_totals({"GA": ga, "WGA": wga})
     render(fig, tmp_path)
-    retain = titled(fig, "retain probe")
+    retain = titled(fig, "retain probe: G-effect")
     assert [t.get_text() for t in retain.get_xticklabels()] == LAYERS
     heights = [p.get_height() for p in retain.patches if p.get_width() > 0 and p.get_height() != 0]
     expected = [30 * RETAIN_WEIGHTS[k] for k in LAYERS] + [0.2 * 30 * RETAIN_WEIGHTS[k] for k in LAYERS]
     assert sorted(heights) == pytest.approx(sorted(expected))
     labels = [t.get_text() for t in retain.get_legend().get_texts()]
     assert labels == ["GA", "WGA"]
+    # totals spanning 0.12 .. 12 put the value axis on a symmetric-log scale, noted in its label
+    assert retain.get_yscale() == "symlog" and "symlog" in retain.get_ylabel()
+    update = titled(fig, "retain probe: predicted risk change")
+    heights = [p.get_height() for p in update.patches if p.get_width() > 0 and p.get_height() != 0]
+    assert sorted(heights) == pytest.approx(sorted(-0.01 * np.array(expected)))
+    width, _ = fig.get_size_inches()
+    assert width <= 2 * plot.MAX_PANEL_WIDTH
 
 
 @pytest.mark.parametrize("kind", ["violin", "box"])
 def test_instance_distribution(ga, tmp_path, kind):
     fig = plot.instance_distribution(ga, windows=3, kind=kind)
     render(fig, tmp_path)
-    retain = titled(fig, "retain probe")
+    retain = titled(fig, "retain probe: G-effect")
     assert [t.get_text() for t in retain.get_xticklabels()] == ["steps 0–9", "steps 10–19", "steps 20–29"]
     # per-instance totals (sum over layers) are level × Σweights × multiplier: the extent must cover them
     raw = ga.effects.query("probe == 'retain' and direction == 'gradient'")
@@ -145,6 +220,7 @@ def test_instance_distribution(ga, tmp_path, kind):
     low, high = retain.get_ylim()
     assert low <= per_instance.min() and high >= min(per_instance.max(), 0.0)
     assert "nats" in retain.get_ylabel()
+    assert titled(fig, "retain probe: predicted risk change").get_ylabel().endswith("positive = risk rises")
     with pytest.raises(ValueError, match="kind"):
         plot.instance_distribution(ga, kind="swarm")
 
@@ -246,14 +322,82 @@ def test_comparison_grid(ga, wga, tmp_path):
     fig = plot.comparison_grid([ga, wga])
     render(fig, tmp_path)
     for probe, limit in (("forget", 1.8), ("retain", 0.4)):
-        clims = [titled(fig, f"{run}: {probe}").collections[0].get_clim() for run in ("ga", "wga")]
-        assert clims[0] == clims[1] == pytest.approx((-limit, limit))  # one scale per column
-    curves = [titled(fig, f"{run}: cumulative") for run in ("ga", "wga")]
+        clims = [titled(fig, f"{run}: {probe} probe: G-effect").collections[0].get_clim() for run in ("ga", "wga")]
+        assert clims[0] == clims[1] == pytest.approx((-limit, limit))  # one scale per column and view
+        clims = [titled(fig, f"{run}: {probe} probe: predicted risk change").collections[0].get_clim()
+                 for run in ("ga", "wga")]
+        assert clims[0] == clims[1] == pytest.approx((-0.01 * limit, 0.01 * limit))
+    curves = [titled(fig, f"{run}: cumulative G-effect") for run in ("ga", "wga")]
     assert curves[0].get_ylim() == curves[1].get_ylim()
     styles = {line.get_label(): line.get_linestyle() for line in curves[1].get_lines()
               if not line.get_label().startswith("_")}
     assert styles == {"forget": "-", "retain": "--"}
-    # two colour bars (one per heatmap column) besides the 2 × 3 panels
-    assert len(fig.axes) == 8
-    assert [t.get_text() for t in titled(fig, "wga: forget").get_yticklabels()] == LAYERS
-    assert titled(fig, "wga: retain").get_yticklabels() == []
+    assert "negative = risk rises" in curves[0].get_ylabel()
+    predicted = titled(fig, "ga: cumulative predicted risk change")
+    assert "positive = risk rises" in predicted.get_ylabel()
+    assert ":" in [line.get_linestyle() for line in predicted.get_lines()]  # the observed change
+    # (2 runs × 2 views) rows × 3 columns, and a colour bar beside each of the 8 heatmaps
+    assert len(fig.axes) == 12 + 8
+    for ax in fig.axes:
+        if ax.collections and ax.collections[0].colorbar is not None:
+            bar = ax.collections[0].colorbar.ax.get_position()
+            panel = ax.get_position()
+            assert 0 <= bar.x0 - panel.x1 < 0.05 and bar.y0 >= panel.y0 - 0.05 and bar.y1 <= panel.y1 + 0.05
+    assert [t.get_text() for t in titled(fig, "wga: forget probe: G-effect").get_yticklabels()] == LAYERS
+    assert titled(fig, "wga: retain probe: G-effect").get_yticklabels() == []
+
+
+def test_comparison_grid_gives_a_hidden_panel_its_own_scale(ga, tmp_path):
+    """A run 10⁶× smaller than another would render white on the column's shared scale."""
+    tiny = dataclasses.replace(ga, name="tiny", effects=ga.effects.assign(value=ga.effects["value"] * 1e-7))
+    fig = plot.comparison_grid([ga, tiny], direction="gradient")
+    assert titled(fig, "tiny: forget probe: G-effect").get_title().endswith("(own scale)")
+    assert not titled(fig, "ga: forget probe: G-effect").get_title().endswith("(own scale)")
+    assert blank_panels(fig) == []
+
+
+# --------------------------------------------------------------------------- legibility
+
+
+def _linear_grid(run):
+    """The comparison grid as it was drawn before scales adapted: linear, one scale per column."""
+    return plot.comparison_grid(run, direction="gradient", scale="linear")
+
+
+def test_legibility_finds_blank_panels_in_pixels(ga):
+    """A run whose values span decades (most cells 10⁻⁴ of the largest, as on a memorised target
+    before the last steps): on a linear scale its panels render blank; the default scale shows them."""
+    effects = ga.effects.copy()
+    late = effects["step"] >= 27
+    effects.loc[~late, "value"] *= 1e-4
+    spanning = dataclasses.replace(ga, effects=effects)
+    linear = panel_legibility(plot.layer_step_heatmap(spanning, scale="linear"))
+    forget = next(c for c in linear if c.panel.startswith("forget probe: G-effect"))
+    assert forget.kind == "heatmap" and forget.nonzero == 7 * 30
+    assert forget.visible <= 7 * 3 + 2  # only the last three steps' cells stand out of the white
+    assert blank_panels(plot.layer_step_heatmap(spanning, scale="linear"))
+    assert blank_panels(plot.layer_step_heatmap(spanning)) == []
+    for view in (plot.cumulative_effect, plot.layer_totals, plot.comparison_grid):
+        assert blank_panels(view([spanning, ga])) == [], view.__name__
+
+
+def test_legibility_checks_bars(ga):
+    """One layer 10⁴× larger than the others flattens their bars on a linear axis."""
+    effects = ga.effects.copy()
+    effects.loc[effects["layer"] == "lm_head", "value"] *= 1e4
+    dominated = dataclasses.replace(ga, effects=effects)
+    linear = blank_panels(plot.layer_totals(dominated, scale="linear"))
+    assert linear and all(check.kind == "bars" for check in linear)
+    assert blank_panels(plot.layer_totals(dominated)) == []
+    checks = panel_legibility(plot.layer_totals(dominated))
+    assert {c.nonzero for c in checks} == {7}
+
+
+def test_save_checked_writes_the_checked_rendering(ga, tmp_path):
+    fig = plot.layer_totals(ga)
+    checks = save_checked(fig, tmp_path / "totals.png", dpi=40)
+    image = mpimg.imread(tmp_path / "totals.png")
+    width, height = fig.get_size_inches()
+    assert image.shape[:2] == (round(height * 40), round(width * 40))
+    assert [(c.panel, c.nonzero, c.visible) for c in checks] == \
+        [(c.panel, c.nonzero, c.visible) for c in panel_legibility(fig)]

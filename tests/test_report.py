@@ -17,7 +17,14 @@ import pytest
 
 from geffect.cli import main
 from geffect.reporting import as_run, as_runs, findings, report, tables
-from geffect.reporting.diagnosis import concentration, decay_step, findings_frame, fmt, layer_span
+from geffect.reporting.diagnosis import (
+    concentration,
+    decay_step,
+    findings_frame,
+    fmt,
+    layer_span,
+    sign_disagreements,
+)
 from geffect.reporting.synthetic import synthetic_run, write_run_dir
 
 
@@ -96,16 +103,24 @@ def test_decay_step():
 
 def test_findings_planted_structure(ga, wga):
     found = findings([ga, wga])
-    where = sentence(found, "ga", "where (retain)")
-    assert where.sentence == "Retain damage concentrates in block.0–1 (65 % of the negative retain effect, total -30.0)."
+    where = sentence(found, "ga", "where (retain, G-effect)")
+    assert where.sentence == ("By the G-effect, retain damage concentrates in block.0–1 (65 % of the negative "
+                              "retain G-effect, total -30.0).")
     assert where.numbers["share"] == pytest.approx(0.65)
-    forget = sentence(found, "ga", "where (forget)")
-    assert forget.sentence.startswith("Unlearning concentrates in block.3, lm_head (75 %")
-    when = sentence(found, "ga", "when")
+    # the update view of the synthetic (plain SGD) run is -lr × the G-effect: same layers, its own sign
+    where = sentence(found, "ga", "where (retain, predicted change)")
+    assert where.sentence == ("By the predicted risk change, retain damage concentrates in block.0–1 (65 % of the "
+                              "retain risk rise the update effect predicts, total 0.300 nats).")
+    forget = sentence(found, "ga", "where (forget, G-effect)")
+    assert forget.sentence.startswith("By the G-effect, unlearning concentrates in block.3, lm_head (75 %")
+    when = sentence(found, "ga", "when (G-effect)")
     assert when.sentence.startswith("The forget G-effect decays by 90 % after step 18 (peak -4.00 at step 0, "
                                     "afterwards ≥ -0.400)")
     assert when.numbers["decay_step"] == 18 and when.numbers["peak"] == pytest.approx(-4.0)
     assert "while retain damage continues (mean retain G-effect -0.980 per step from step 18)" in when.sentence
+    when = sentence(found, "ga", "when (predicted change)")
+    assert when.sentence.startswith("The forget predicted risk change decays by 90 % after step 18 (peak 0.0400 at "
+                                    "step 0, afterwards ≤ 0.00400)")
     order = sentence(found, "ga", "first order")
     r = np.corrcoef(ga.risks["predicted_change"], ga.risks["risk_after"] - ga.risks["risk"])[0, 1]
     assert order.sentence.startswith(f"First-order prediction correlation {r:.2f} over 480 instance-steps")
@@ -118,22 +133,95 @@ def test_findings_planted_structure(ga, wga):
     outcome = sentence(found, "ga", "outcome")
     before = ga.risks.query("probe == 'retain' and step == 0")["risk"].mean()
     after = ga.risks.query("probe == 'retain' and step == 29")["risk_after"].mean()
-    assert f"retain {fmt(before)} → {fmt(after)}" in outcome.sentence
+    assert f"retain {fmt(before)} → {fmt(after)} ({fmt(after - before)} ± " in outcome.sentence
+    # the observed changes (forget +0.744, retain +0.29 vs +0.06 for wga) rank the runs
     comparison = sentence(found, "all runs", "comparison")
-    assert comparison.sentence.startswith("Per unit of forgetting, wga does the least retain damage")
-    assert comparison.numbers["ratio_wga"] == pytest.approx(0.2 * comparison.numbers["ratio_ga"])
+    assert comparison.sentence.startswith("Per unit of forgetting, wga does the least retain damage (observed "
+                                          "retain-risk rise / forget-risk rise")
+    assert comparison.numbers["ratio_wga"] < 0.5 * comparison.numbers["ratio_ga"]
+    assert comparison.numbers["geffect_ratio_wga"] == pytest.approx(0.2 * comparison.numbers["geffect_ratio_ga"])
+    assert not [f for f in found if f.topic.startswith(("views disagree", "nothing forgotten"))]
     frame = findings_frame(found)
     assert list(frame.columns) == ["run", "topic", "sentence", "numbers"]
-    assert "share = 0.650" in frame.loc[frame["topic"] == "where (retain)", "numbers"].iloc[0]
+    assert "share = 0.650" in frame.loc[frame["topic"] == "where (retain, G-effect)", "numbers"].iloc[0]
 
 
 def test_findings_no_decay_and_no_damage():
     run = synthetic_run("flat", decay_step=100, retain_level=-1.0)  # sign flipped: retain improves
     found = findings(run)
-    assert sentence(found, "flat", "when").sentence.startswith("The forget G-effect stays above 50 % of its peak")
-    where = sentence(found, "flat", "where (retain)")
+    assert sentence(found, "flat", "when (G-effect)").sentence.startswith(
+        "The forget G-effect stays above 50 % of its peak")
+    # the retain risk fell, so no sentence says where retain damage concentrates ...
+    assert not [f for f in found if f.topic.startswith("where (retain")]
+    # ... unless there is no measured risk to say so: a bare effects table keeps the sentence
+    bare = findings({"flat": run.effects})
+    where = sentence(bare, "flat", "where (retain, G-effect)")
     # only final_norm (weight +0.02, flipped to -0.02) is negative now
-    assert where.sentence.startswith("Retain damage concentrates in final_norm (100 %")
+    assert where.sentence.startswith("By the G-effect, retain damage concentrates in final_norm (100 %")
+
+
+def test_nothing_forgotten_replaces_where_and_when(ga):
+    """Effects of 1e-4 and a forget risk that barely moved: one plain sentence, no concentration claims."""
+    quiet = synthetic_run("quiet", lr=1e-5, noise=1e-6)  # forget risk +0.00074 nats in 30 steps
+    found = findings({"quiet": quiet})
+    topics = [f.topic for f in found]
+    assert "nothing forgotten" in topics
+    assert not [t for t in topics if t.startswith(("where", "when"))]
+    text = sentence(found, "quiet", "nothing forgotten").sentence
+    assert text.startswith("Nothing was forgotten at these settings: the mean forget risk went")
+    assert "try a larger learning rate (now 1e-05; e.g. 5e-05) or more steps (now 30; e.g. 90)" in text
+    # the same run with the changes the planted effects predict does forget
+    assert "nothing forgotten" not in [f.topic for f in findings({"ga": ga})]
+    # the floor is a parameter: with a 1e-5-nat floor the tiny but consistent rise counts
+    assert "nothing forgotten" not in [f.topic for f in findings({"quiet": quiet}, min_change=1e-5)]
+
+
+def _flip_gradient(run, probe, layers=None):
+    """``run`` with the G-effect of ``probe`` negated (in ``layers``, default all): the gradient
+    now says the risk falls there while the applied update and the observed change say it rises,
+    as RMU's forget probe shows under AdamW."""
+    effects = run.effects.copy()
+    rows = (effects["probe"] == probe) & (effects["direction"] == "gradient")
+    if layers is not None:
+        rows &= effects["layer"].isin(layers)
+    effects.loc[rows, "value"] *= -1
+    return dataclasses.replace(run, effects=effects)
+
+
+def test_sign_disagreement_whole_model(ga):
+    flipped = _flip_gradient(ga, "forget")
+    table = sign_disagreements({"flipped": flipped})
+    forget = table[table["probe"] == "forget"].set_index("layer")
+    assert forget["disagree"].all()  # every layer group and the whole model
+    assert set(forget["gradient_says"]) == {"falls"} and set(forget["update_says"]) == {"rises"}
+    assert set(forget["supports"]) == {"update"}
+    assert not table[table["probe"] == "retain"]["disagree"].any()
+    assert forget.loc["all layers", "gradient"] == pytest.approx(-ga.effects.query(
+        "probe == 'forget' and direction == 'gradient'").groupby(["step", "layer"])["value"].mean().sum())
+    found = sentence(findings({"flipped": flipped}), "flipped", "views disagree (forget)")
+    assert found.sentence.startswith("Forget probe, G-effect (negative = risk rises) vs predicted risk change "
+                                     "(positive = risk rises): over the whole model the G-effect (")
+    assert "says the forget risk falls but the predicted risk change (0.744 nats) says it rises" in found.sentence
+    assert "supports the predicted risk change" in found.sentence
+    assert found.numbers["whole_model"] and found.numbers["supports"] == "update"
+    assert found.numbers["layers"] == "embed, block.0–3, final_norm, lm_head"
+
+
+def test_sign_disagreement_in_some_layers(ga):
+    flipped = _flip_gradient(ga, "retain", ["block.2", "block.3"])
+    table = sign_disagreements(flipped).set_index(["probe", "layer"])
+    assert table["disagree"].groupby("probe").sum().to_dict() == {"forget": 0, "retain": 2}
+    assert table.loc[("retain", "block.2"), "supports"] == "update"
+    assert not table.loc[("retain", "all layers"), "disagree"]  # the other layers keep the sum's sign
+    found = sentence(findings(flipped), "ga", "views disagree (retain)")
+    assert "the views disagree in sign in 2 of 7 layer groups (in block.2–3 the G-effect says it falls, the " \
+           "predicted change that it rises)" in found.sentence
+    assert not found.numbers["whole_model"]
+    # when the observed change is within noise, neither view is supported
+    start = flipped.risks.groupby(["probe", "instance"])["risk"].transform("first")
+    risks = flipped.risks.assign(risk=start, risk_after=start)
+    still = dataclasses.replace(flipped, risks=risks)
+    assert set(sign_disagreements(still).query("disagree")["supports"]) == {"neither"}
 
 
 # --------------------------------------------------------------------------- runs
@@ -194,14 +282,14 @@ def test_report_files_and_content(ga, wga, tmp_path):
     assert path == tmp_path / "out" / "report.html"
     page = path.read_text(encoding="utf-8")
     pngs = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
-    assert pngs == ["comparison.png", "cumulative.png", "cumulative_update.png", "heatmap_ga.png", "heatmap_wga.png",
+    assert pngs == ["comparison.png", "cumulative.png", "heatmap_ga.png", "heatmap_wga.png",
                     "instance_distribution.png", "layer_totals.png", "most_damaged_ga.png",
                     "most_damaged_wga.png", "predicted_vs_observed.png"]
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == len(pngs)
     assert base64.b64decode(images[0])[:8] == b"\x89PNG\r\n\x1a\n"
     assert base64.b64decode(images[0]) == (tmp_path / "out" / "cumulative.png").read_bytes()
-    assert base64.b64decode(images[1]) == (tmp_path / "out" / "cumulative_update.png").read_bytes()
+    assert "negative</b> = the\nprobe's risk rises" in page and "<b>positive</b> = the risk rises" in page
     for found in findings([ga, wga]):  # every diagnosis sentence is on the page
         assert found.sentence in page
     assert "<title>synthetic study</title>" in page and "Run configurations" in page
@@ -209,6 +297,10 @@ def test_report_files_and_content(ga, wga, tmp_path):
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert summary["run"].tolist() == ["ga", "wga"]
     assert summary["cumulative_geffect_retain"].tolist() == pytest.approx([-29.4, -5.88])
+    assert summary["predicted_change_retain"].tolist() == pytest.approx([0.294, 0.0588])  # -lr × G-effect
+    planted = ga.risks.query("probe == 'retain'")
+    assert summary["observed_change_retain"][0] == pytest.approx(
+        planted.query("step == 29")["risk_after"].mean() - planted.query("step == 0")["risk"].mean())
     assert summary["metric/model_utility"].tolist() == [0.5, 0.5]
     assert summary["status"].fillna("").tolist() == ["finished", ""]
     assert summary["recorded_steps"].tolist() == [30, 15]

@@ -20,7 +20,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import geffect  # noqa: E402
 from geffect import plot  # noqa: E402
 from geffect.data import collate, encode_qa, load_world, train_tokenizer, world_texts  # noqa: E402
-from geffect.reporting import findings, report  # noqa: E402
+from geffect.reporting import findings, report, tables  # noqa: E402
+from geffect.reporting.diagnosis import risk_moved  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -51,12 +52,17 @@ def runs(model_dir, tmp_path_factory):
 def test_report_from_real_runs(runs, tmp_path):
     path = report(runs, tmp_path / "report", progress=False, dpi=50)
     pngs = sorted(p.name for p in path.parent.glob("*.png"))
-    assert pngs == ["comparison.png", "cumulative.png", "cumulative_update.png", "heatmap_ga.png", "heatmap_npo.png",
+    assert pngs == ["comparison.png", "cumulative.png", "heatmap_ga.png", "heatmap_npo.png",
                     "instance_distribution.png", "layer_totals.png", "most_damaged_ga.png", "most_damaged_npo.png",
                     "predicted_vs_observed.png"]
     page = path.read_text(encoding="utf-8")
     found = findings(runs)
-    assert {f.topic for f in found if f.run == "ga"} >= {"where (retain)", "when", "first order", "outcome"}
+    topics = {f.topic for f in found if f.run == "ga"}
+    assert topics >= {"first order", "outcome"}
+    # where/when sentences exactly when the forget risk rose beyond noise, else the plain sentence
+    forgot = risk_moved(tables.observed_change(runs[0].risks, "forget"))
+    assert ("when (G-effect)" in topics and "where (forget, predicted change)" in topics) == forgot
+    assert ("nothing forgotten" in topics) == (not forgot)
     for finding in found:
         assert finding.sentence in page
     # the first-order sentence quotes the correlation of the recorded risks table
@@ -92,7 +98,9 @@ def test_every_view_renders_from_real_runs(runs, tmp_path):
     layers = [t.get_text() for t in figures["heatmap"].axes[0].get_yticklabels()]
     assert layers == ["embed", "block.0", "block.1", "final_norm", "lm_head"]
     colorbar_labels = [a.get_ylabel() for a in figures["update_heatmap"].axes if "nats" in a.get_ylabel()]
-    assert len(colorbar_labels) == 2 and all("Δθ" in label for label in colorbar_labels)
+    assert len(colorbar_labels) == 2
+    assert all(label.startswith("predicted risk change") and "red (positive) = risk rises" in label
+               for label in colorbar_labels)
 
 
 def test_token_and_pairwise_views_from_engine(model_dir, tmp_path):

@@ -52,3 +52,19 @@ def test_unknown_field_is_an_error(tmp_path):
     (tmp_path / "config.yaml").write_text("objective: ga\nlearning_rate: 0.1\n")
     with pytest.raises(ConfigError, match=r"unknown config field\(s\) \['learning_rate'\]"):
         UnlearnConfig.load(tmp_path)
+
+
+def test_default_learning_rate_is_the_one_the_commands_advertise():
+    """The default lr visibly unlearns tiny (tests/test_training_tiny.py checks that); the CLI help says it."""
+    from geffect.cli.demo import register as register_demo
+    from geffect.cli.options import RUN_FLAGS
+    from geffect.training.config import DEFAULT_LR
+
+    assert UnlearnConfig().lr == DEFAULT_LR == 5e-4
+    assert "default 5e-4" in RUN_FLAGS["--lr"][2]
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    register_demo(parser.add_subparsers())
+    demo = parser.parse_args(["demo"])
+    assert demo.lr is None  # the demo uses the trainer's default rather than its own number

@@ -31,3 +31,17 @@ def test_ga_on_tiny_forgets_and_records_consistent_effects(tmp_path):
     assert np.corrcoef(observed, risks["predicted_change"])[0, 1] > 0.9
     assert len(effects) == 10 * 2 * 16 * len(effects["layer"].unique()) * 2
     assert list(effects["layer"].unique())[:2] == ["embed", "block.0"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["ga", "npo"])
+def test_the_defaults_visibly_unlearn_the_shipped_target(tmp_path, objective):
+    """What `geffect unlearn` / `geffect diagnose` do with no settings: the forget risk rises beyond noise
+    and the diagnosis describes the run instead of saying nothing was forgotten."""
+    from geffect.reporting import findings, tables
+
+    run = geffect.unlearn(objective, out=tmp_path / objective, probe_size=16, record_every=5, progress=False)
+    forget = tables.observed_change(run.risks, "forget")
+    assert forget["change"] > 0.5 and forget["p_rise"] < 0.01, forget
+    topics = [f.topic for f in findings(run)]
+    assert "nothing forgotten" not in topics and "where (forget, predicted change)" in topics

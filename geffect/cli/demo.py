@@ -26,9 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--objectives", default=DEFAULT_OBJECTIVES,
                         help=f"comma-separated objective names (default: {DEFAULT_OBJECTIVES})")
     parser.add_argument("--steps", type=int, default=20, help="unlearning steps per objective (default: 20)")
-    parser.add_argument("--lr", type=float, default=5e-4,
-                        help="learning rate; tiny is memorised to ~0.004 nats/token, so 1e-4 barely moves it "
-                             "(default: 5e-4)")
+    parser.add_argument("--lr", type=float,
+                        help="learning rate (default: 5e-4, the trainer's default, with which tiny visibly unlearns)")
     parser.add_argument("--eval-examples", type=int, default=40,
                         help="rows per split for the TOFU metrics; 0 skips evaluation (default: 40)")
     parser.set_defaults(func=run_demo)
@@ -49,8 +48,9 @@ def run_demo(args: argparse.Namespace) -> int:
     for name in names:
         print(f"[demo] unlearning {args.forget} from {args.model!r} with {name} ({args.steps} steps)")
         try:
-            run = geffect.unlearn(name, model=args.model, forget=args.forget, steps=args.steps, lr=args.lr,
-                                  out=out / "runs" / name)
+            lr = {} if args.lr is None else {"lr": args.lr}
+            run = geffect.unlearn(name, model=args.model, forget=args.forget, steps=args.steps,
+                                  out=out / "runs" / name, **lr)
         except (InputError, FileNotFoundError) as err:
             raise UserError(str(err)) from err
         if args.eval_examples > 0:

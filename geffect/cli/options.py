@@ -17,7 +17,7 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
     "--holdout": ("holdout", float, "fraction of forget/retain rows kept out of training for evaluation "
                                     "(default: the task's; 0.1 for files)"),
     "--epochs": ("epochs", float, "passes over the forget split (instead of --steps)"),
-    "--lr": ("lr", float, "learning rate (default 1e-4)"),
+    "--lr": ("lr", float, "learning rate (default 5e-4, UnlearnConfig's)"),
     "--optimizer": ("optimizer", str, "adamw or sgd"),
     "--schedule": ("schedule", str, "constant, linear or cosine"),
     "--batch-size": ("batch_size", int, "forget examples per micro-batch (default 8)"),

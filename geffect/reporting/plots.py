@@ -3,13 +3,25 @@ where it does damage, one function per view, each returning a matplotlib ``Figur
 
 Every function takes the record tables of a run (a run directory, a ``geffect.Run``, a
 :class:`~geffect.reporting.runs.RunData` or the bare long DataFrame) or several runs (a list
-or a ``{name: run}`` mapping) for comparisons. Effects are drawn with a diverging colour map
-whose limits are symmetric about zero (red: the step raises the probe's risk — forgetting on
-forget data, damage on retain data; blue: it lowers it), layers run from the embeddings to
-the head, and each objective keeps one colour in every figure (``geffect.reporting.style``).
-The numbers come from ``geffect.reporting.tables`` (definitions there), so the diagnosis
-sentences quote exactly what the figures show. Figures are not registered with pyplot: save
-them with ``fig.savefig(path)``; notebooks display a returned figure once.
+or a ``{name: run}`` mapping) for comparisons.
+
+**Both views.** The trainer records two effects per step, probe, instance and layer group: the
+paper's G-effect ``∇R·∇L_u`` (direction ``"gradient"``; negative = the risk rises) and the
+update effect ``∇R·Δθ`` of the step actually taken, shown as the *predicted risk change* (nats;
+positive = the risk rises). Under Adam the two can differ in size and even in sign, and only
+the second is a prediction of what happens to the risk, so the effect views take
+``direction=None`` (the default) to draw every recorded direction beside each other, with the
+observed change of the mean risk where it was measured; a direction name draws that one only.
+
+**Reading the colours.** Red always means "this raises the probe's risk" (forgetting on forget
+data, damage on retain data), blue "this lowers it"; every colour bar and axis says which sign
+that is (``geffect.reporting.style``). Colour scales are symmetric about zero and switch to a
+symmetric-log scale when the values span orders of magnitude, so no non-zero panel renders
+blank (checked by ``geffect.reporting.legibility``). Layers run from the embeddings to the
+head, and each objective keeps one colour in every figure. The numbers come from
+``geffect.reporting.tables``, so the diagnosis sentences quote exactly what the figures show.
+Figures are not registered with pyplot: save them with ``fig.savefig(path)``; notebooks display
+a returned figure once.
 """
 
 from __future__ import annotations
@@ -21,26 +33,33 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
-from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from geffect.reporting import tables
 from geffect.reporting.runs import RunData, as_run, as_runs, check_columns, normalise_texts
 from geffect.reporting.style import (
     EFFECT_CMAP,
+    OBSERVED_LABEL,
     PROBE_LINESTYLES,
+    effect_cmap,
     effect_label,
     effect_name,
     effect_norm,
+    faint_share,
+    is_symlog,
     new_figure,
     ordered_layers,
     run_colors,
+    scale_axis,
     shorten,
+    sign_key,
     styled,
+    symlog_ticks,
     zero_line,
 )
-from geffect.schema import DIRECTION_GRADIENT
+from geffect.schema import DIRECTION_GRADIENT, DIRECTION_UPDATE
 
 __all__ = [
     "layer_step_heatmap",
@@ -59,53 +78,119 @@ __all__ = [
 STEP_LABEL = "training step"
 LAYER_LABEL = "layer group (embed → head)"
 TERM_MARKERS = {"forget": "o", "retain": "s"}
+DIRECTIONS = (DIRECTION_GRADIENT, DIRECTION_UPDATE)
+MAX_PANEL_WIDTH = 9.0  # inches: wider data (many steps, many runs × layers) gets narrower cells/bars
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _probes_present(run: RunData, probes: Sequence[str], direction: str) -> list[str]:
-    present = [p for p in probes if tables.has_records(run.effects, p, direction)]
-    if not present:
-        raise ValueError(
-            f"run {run.name!r} has no {direction!r} effect records for probes {list(probes)}; "
-            f"its probes are {run.probes()}"
-        )
-    return present
+def _direction_list(direction: str | Sequence[str] | None) -> list[str]:
+    """``None`` → both directions (those recorded are kept later); a name → that one."""
+    if direction is None:
+        return list(DIRECTIONS)
+    wanted = [direction] if isinstance(direction, str) else list(direction)
+    for name in wanted:
+        effect_label(name)  # raises on an unknown direction
+    return wanted
 
 
-def _probes_in_any(runs: list[RunData], probes: Sequence[str], direction: str) -> list[str]:
-    present = [p for p in probes if any(tables.has_records(r.effects, p, direction) for r in runs)]
-    if not present:
-        raise ValueError(f"no run has {direction!r} effect records for probes {list(probes)}")
-    return present
+def _recorded(runs: list[RunData], probes: Sequence[str], direction: str | Sequence[str] | None
+              ) -> tuple[list[str], list[str]]:
+    """(probes, directions) with records in any run; a clear error when there are none."""
+    directions = _direction_list(direction)
+    pairs = [(p, d) for p in probes for d in directions
+             if any(tables.has_records(r.effects, p, d) for r in runs)]
+    if not pairs:
+        what = directions[0] if len(directions) == 1 else directions
+        names = ", ".join(repr(r.name) for r in runs)
+        raise ValueError(f"no {what!r} effect records for probes {list(probes)} in run(s) {names}; "
+                         f"probes there: {sorted({p for r in runs for p in r.probes()})}")
+    return ([p for p in probes if any(q == p for q, _ in pairs)],
+            [d for d in directions if any(e == d for _, e in pairs)])
 
 
 def _colors(runs: list[RunData]) -> dict[str, str]:
     return run_colors([r.name for r in runs], [r.objective for r in runs])
 
 
-def _draw_heatmap(ax: Axes, matrix: pd.DataFrame, norm: Normalize, title: str,
-                  cbar_label: str | None, *, layer_labels: bool = True) -> None:
-    """A layer × step matrix as a heatmap: rows in the given (embed → head) order, at most
-    about ten step labels."""
+def _observed(run: RunData, probe: str) -> dict[str, float] | None:
+    """The run's measured change of ``probe``'s mean risk, or None without a risks table."""
+    if run.risks.empty or not (run.risks["probe"] == probe).any():
+        return None
+    return tables.observed_change(run.risks, probe)
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.3g}"
+
+
+def _view_title(run: RunData, probe: str, direction: str, *, prefix: str = "") -> str:
+    """Panel title: probe and view; the update view adds its total and the observed change."""
+    title = f"{prefix}{probe} probe: {effect_name(direction)}"
+    if direction == DIRECTION_UPDATE and tables.has_records(run.effects, probe, direction):
+        predicted = float(tables.cumulative(tables.step_series(run.effects, probe, direction)).iloc[-1])
+        observed = _observed(run, probe)
+        title += f"\nΣ {_signed(predicted)} nats" + (f", observed {_signed(observed['change'])}" if observed else "")
+    return title
+
+
+def _heatmap_width(steps: int) -> float:
+    return float(np.clip(2.6 + 0.16 * steps, 4.5, MAX_PANEL_WIDTH))
+
+
+def _draw_heatmap(ax: Axes, matrix: pd.DataFrame, norm: Normalize, title: str, direction: str, *,
+                  layer_labels: bool = True) -> None:
+    """A layer × step matrix as a heatmap with its own colour bar beside it (label: quantity,
+    units, sign key); rows in the given (embed → head) order, at most about ten step labels."""
+    scale = "symlog" if is_symlog(norm) else "linear"
     sns.heatmap(
-        matrix, ax=ax, cmap=EFFECT_CMAP, vmin=norm.vmin, vmax=norm.vmax,
-        cbar=cbar_label is not None, cbar_kws={"label": cbar_label} if cbar_label else None,
+        matrix, ax=ax, cmap=effect_cmap(direction), norm=norm,
+        cbar_kws={"label": effect_label(direction, colour=True, scale=scale), "pad": 0.02},
         xticklabels=max(1, int(np.ceil(matrix.shape[1] / 10))),
         yticklabels=list(matrix.index) if layer_labels else False,
     )
+    if scale == "symlog":
+        ax.collections[0].colorbar.set_ticks(symlog_ticks(norm.linthresh, norm.vmax))
     ax.set_xlabel(STEP_LABEL)
     ax.set_ylabel(LAYER_LABEL if layer_labels else "")
-    ax.set_title(title)
+    ax.set_title(title, fontsize="medium")
     ax.tick_params(axis="y", rotation=0)
 
 
+def _shared_or_own(matrix: pd.DataFrame, shared: Normalize, direction: str, scale: str) -> tuple[Normalize, str]:
+    """The shared colour scale, or the panel's own (title note " (own scale)") when the shared one
+    would render more than a tenth of its non-zero cells indistinguishable from zero."""
+    if faint_share(matrix.to_numpy(), shared, effect_cmap(direction)) <= 0.1:
+        return shared, ""
+    return effect_norm(matrix.to_numpy(), scale), " (own scale)"
+
+
 def _draw_cumulative(ax: Axes, run: RunData, probe: str, direction: str, color: str,
-                     label: str, linestyle: str = "-") -> None:
+                     label: str, linestyle: str = "-") -> np.ndarray:
+    """The run's cumulative effect; in the update view also the observed risk change (dotted).
+    Returns the values drawn (for the axis scale)."""
     curve = tables.cumulative_curve(tables.step_series(run.effects, probe, direction))
     ax.plot(curve.index, curve.to_numpy(), color=color, linestyle=linestyle, label=label,
             marker="o" if len(curve) < 4 else None)
+    drawn = [curve.to_numpy()]
+    if direction == DIRECTION_UPDATE and _observed(run, probe) is not None:
+        observed = tables.observed_curve(run.risks, probe)
+        ax.plot(observed.index, observed.to_numpy(), color=color, linestyle=":", linewidth=2.0,
+                marker="x" if len(observed) < 4 else None)
+        drawn.append(observed.to_numpy())
+    return np.concatenate(drawn)
+
+
+_OBSERVED_HANDLE = Line2D([], [], color="0.2", linestyle=":", linewidth=2.0, label="observed (dotted)")
+
+
+def _curve_scale(ax: Axes, extremes: list[float]) -> None:
+    """Symmetric-log value axis when the runs' curves differ by orders of magnitude (a curve under
+    1/30 of the largest would hug the zero line)."""
+    magnitudes = np.abs(np.asarray(extremes, dtype=float))
+    if magnitudes.size > 1 and magnitudes.max() > 0 and magnitudes.min() < magnitudes.max() / 30:
+        scale_axis(ax, magnitudes, scale="symlog")
 
 
 # --------------------------------------------------------------------------- views
@@ -113,125 +198,175 @@ def _draw_cumulative(ax: Axes, run: RunData, probe: str, direction: str, color: 
 
 @styled
 def layer_step_heatmap(run: Any, probes: Sequence[str] = ("forget", "retain"),
-                       direction: str = DIRECTION_GRADIENT, *, shared_scale: bool = False) -> Figure:
-    """Layer × step heatmaps of the batch G-effect, one panel per probe side by side.
+                       direction: str | Sequence[str] | None = None, *, shared_scale: bool = False,
+                       scale: str = "auto") -> Figure:
+    """Layer × step heatmaps of the batch effect: one row per probe, the G-effect and the
+    predicted risk change (update effect) side by side (``direction=None``; or the one named).
 
     Each cell is the mean over the probe's instances of ``<∇_{θ_k} R_i, v>`` at that step
-    (``tables.layer_step_matrix``). Colour limits are symmetric about zero, per panel unless
-    ``shared_scale``.
+    (``tables.layer_step_matrix``), ``v`` the objective gradient or the applied update. Red
+    raises the risk in both views; the update panels' titles give the run's total predicted
+    change and the observed change of the mean risk. Colour limits are symmetric about zero,
+    per panel unless ``shared_scale`` (one scale per view across probes); ``scale``:
+    ``"auto"`` (symmetric-log when values span orders of magnitude), ``"linear"``, ``"symlog"``.
     """
     data = as_run(run)
-    present = _probes_present(data, probes, direction)
-    matrices = {p: tables.layer_step_matrix(data.effects, p, direction) for p in present}
-    shared = effect_norm(np.concatenate([m.to_numpy().ravel() for m in matrices.values()]))
-    width = max(4.5, 2.5 + 0.18 * max(m.shape[1] for m in matrices.values()))
-    height = max(3.0, 1.2 + 0.32 * max(m.shape[0] for m in matrices.values()))
-    fig, axes = new_figure(1, len(present), width=width, height=height)
-    for ax, probe in zip(axes[0], present):
-        norm = shared if shared_scale else effect_norm(matrices[probe].to_numpy())
-        _draw_heatmap(ax, matrices[probe], norm, f"{probe} probe", effect_label(direction))
-    fig.suptitle(f"{data.name}: {effect_name(direction)} per layer and step")
+    present, directions = _recorded([data], probes, direction)
+    matrices = {(p, d): tables.layer_step_matrix(data.effects, p, d)
+                for p in present for d in directions if tables.has_records(data.effects, p, d)}
+    shared = {d: effect_norm(np.concatenate([m.to_numpy().ravel() for (_, e), m in matrices.items() if e == d]),
+                             scale) for d in directions}
+    steps = max(m.shape[1] for m in matrices.values())
+    height = max(3.0, 1.5 + 0.32 * max(m.shape[0] for m in matrices.values()))
+    fig, axes = new_figure(len(present), len(directions), width=_heatmap_width(steps), height=height)
+    for row, probe in enumerate(present):
+        for col, view in enumerate(directions):
+            ax = axes[row, col]
+            if (probe, view) not in matrices:
+                ax.set_axis_off()
+                ax.set_title(f"{probe} probe: no {effect_name(view)} records")
+                continue
+            matrix = matrices[(probe, view)]
+            norm, note = (_shared_or_own(matrix, shared[view], view, scale) if shared_scale
+                          else (effect_norm(matrix.to_numpy(), scale), ""))
+            _draw_heatmap(ax, matrix, norm, _view_title(data, probe, view) + note, view)
+    fig.suptitle(f"{data.name}: per layer and step (red: the step raises the risk)")
     return fig
 
 
 @styled
 def cumulative_effect(runs: Any, probes: Sequence[str] = ("forget", "retain"),
-                      direction: str = DIRECTION_GRADIENT) -> Figure:
-    """Cumulative G-effect over training steps, one panel per probe, one line per run/objective.
+                      direction: str | Sequence[str] | None = None) -> Figure:
+    """Cumulative effect over training steps: one row per probe, the G-effect and the predicted
+    risk change side by side (``direction=None``), one line per run.
 
-    The curve is the step-weighted running sum of the batch effect summed over layers
-    (``tables.cumulative_curve``): falling on the forget probe means unlearning; falling on the
-    retain probe means accumulating damage.
+    Each curve is the step-weighted running sum of the batch effect summed over layers
+    (``tables.cumulative_curve``). A G-effect curve falling below zero, or a predicted-change
+    curve rising above it, means the probe's risk rises (forgetting on forget data, damage on
+    retain data). The predicted-change panels also draw the observed change of the mean risk
+    (dotted, same colour) where the run measured it. The value axis turns symmetric-log when
+    the runs differ by orders of magnitude.
     """
     items = as_runs(runs)
     colors = _colors(items)
-    present = _probes_in_any(items, probes, direction)
-    fig, axes = new_figure(1, len(present), width=5.0, height=3.6)
-    for ax, probe in zip(axes[0], present):
-        for run in items:
-            if tables.has_records(run.effects, probe, direction):
-                _draw_cumulative(ax, run, probe, direction, colors[run.name], run.name)
-        zero_line(ax)
-        ax.set_title(f"{probe} probe")
-        ax.set_xlabel(STEP_LABEL)
-        ax.set_ylabel(effect_label(direction, cumulative=True))
-        ax.legend(title="run", fontsize="small")
-    fig.suptitle(f"cumulative {effect_name(direction)}")
+    present, directions = _recorded(items, probes, direction)
+    fig, axes = new_figure(len(present), len(directions), width=5.2, height=3.8)
+    for row, probe in enumerate(present):
+        for col, view in enumerate(directions):
+            ax = axes[row, col]
+            extremes, observed = [], False
+            for run in items:
+                if tables.has_records(run.effects, probe, view):
+                    values = _draw_cumulative(ax, run, probe, view, colors[run.name], run.name)
+                    extremes.append(float(np.abs(values).max()))
+                    observed |= view == DIRECTION_UPDATE and _observed(run, probe) is not None
+            _curve_scale(ax, extremes)
+            zero_line(ax)
+            ax.set_title(f"{probe} probe: {effect_name(view)}")
+            ax.set_xlabel(STEP_LABEL)
+            ax.set_ylabel(effect_label(view, cumulative=True, short=True))
+            handles, _ = ax.get_legend_handles_labels()
+            ax.legend(handles=handles + ([_OBSERVED_HANDLE] if observed else []), title="run", fontsize="small")
+    fig.suptitle("cumulative effect of the steps taken")
     return fig
+
+
+def _panel_grid(count: int, max_columns: int) -> tuple[int, int]:
+    columns = min(count, max_columns)
+    return int(np.ceil(count / columns)), columns
 
 
 @styled
 def layer_totals(runs: Any, probes: Sequence[str] = ("forget", "retain"),
-                 direction: str = DIRECTION_GRADIENT) -> Figure:
-    """Per-layer totals over the run as bars (which blocks carry unlearning, which damage).
+                 direction: str | Sequence[str] | None = None, *, scale: str = "auto") -> Figure:
+    """Per-layer totals over the run as bars (which blocks carry unlearning, which damage): one
+    row per probe, the G-effect and the predicted risk change side by side (``direction=None``).
 
     Bar height is the step-weighted sum over steps of the layer's batch effect
-    (``tables.layer_totals``); runs are grouped side by side within each layer.
+    (``tables.layer_totals``); runs are grouped within each layer. The value axis turns
+    symmetric-log (``scale="auto"``) when the totals span orders of magnitude, so every block's
+    bar stays readable beside a dominant one; panels are at most :data:`MAX_PANEL_WIDTH` wide.
     """
     items = as_runs(runs)
     colors = _colors(items)
-    present = _probes_in_any(items, probes, direction)
+    present, directions = _recorded(items, probes, direction)
     frames = []
     for run in items:
         for probe in present:
-            if tables.has_records(run.effects, probe, direction):
-                totals = tables.layer_totals(run.effects, probe, direction)
-                frames.append(pd.DataFrame({"layer": totals.index, "total": totals.to_numpy(),
-                                            "run": run.name, "probe": probe}))
+            for view in directions:
+                if tables.has_records(run.effects, probe, view):
+                    totals = tables.layer_totals(run.effects, probe, view)
+                    frames.append(pd.DataFrame({"layer": totals.index, "total": totals.to_numpy(),
+                                                "run": run.name, "probe": probe, "direction": view}))
     long = pd.concat(frames, ignore_index=True)
     layers = ordered_layers(long["layer"])
-    fig, axes = new_figure(1, len(present), width=max(4.5, 0.45 * len(layers) * max(1, len(items))),
-                           height=3.8)
-    for ax, probe in zip(axes[0], present):
-        part = long[long["probe"] == probe]
-        sns.barplot(data=part, x="layer", y="total", hue="run", order=layers,
-                    hue_order=[r.name for r in items if r.name in set(part["run"])],
-                    palette=colors, errorbar=None, ax=ax)
-        zero_line(ax)
-        ax.set_title(f"{probe} probe")
-        ax.set_xlabel(LAYER_LABEL)
-        ax.set_ylabel(effect_label(direction, cumulative=True))
-        ax.tick_params(axis="x", rotation=45)
-    fig.suptitle(f"{effect_name(direction)} per layer, summed over steps")
+    width = float(np.clip(2.0 + 0.14 * len(layers) * len(items), 4.8, MAX_PANEL_WIDTH))
+    fig, axes = new_figure(len(present), len(directions), width=width, height=3.9)
+    for row, probe in enumerate(present):
+        for col, view in enumerate(directions):
+            ax = axes[row, col]
+            part = long[(long["probe"] == probe) & (long["direction"] == view)]
+            if part.empty:
+                ax.set_axis_off()
+                continue
+            sns.barplot(data=part, x="layer", y="total", hue="run", order=layers,
+                        hue_order=[r.name for r in items if r.name in set(part["run"])],
+                        palette=colors, errorbar=None, ax=ax)
+            used = scale_axis(ax, part["total"].to_numpy(), scale=scale)
+            zero_line(ax)
+            ax.set_title(f"{probe} probe: {effect_name(view)}")
+            ax.set_xlabel(LAYER_LABEL)
+            ax.set_ylabel(effect_label(view, short=True, scale=used).replace("\n", " summed over steps\n", 1))
+            ax.tick_params(axis="x", rotation=45)
+            ax.legend(title="run", fontsize="x-small", ncols=1 + len(items) // 6)
+    fig.suptitle("effect per layer, summed over steps")
     return fig
 
 
 @styled
 def instance_distribution(runs: Any, probes: Sequence[str] = ("forget", "retain"),
-                          direction: str = DIRECTION_GRADIENT, *, windows: int = 4,
+                          direction: str | Sequence[str] | None = None, *, windows: int = 4,
                           kind: str = "violin") -> Figure:
     """Distribution over instances of the per-instance effect (summed over layers, averaged
-    within each step window), as violins or boxes; one panel per probe, hue = run."""
+    within each step window), as violins or boxes: one row per probe, the G-effect and the
+    predicted risk change side by side (``direction=None``), hue = run."""
     if kind not in ("violin", "box"):
         raise ValueError(f"kind must be 'violin' or 'box', got {kind!r}")
     items = as_runs(runs)
     colors = _colors(items)
-    present = _probes_in_any(items, probes, direction)
-    fig, axes = new_figure(1, len(present), width=max(5.0, 1.4 * windows * max(1, len(items) ** 0.5)),
+    present, directions = _recorded(items, probes, direction)
+    fig, axes = new_figure(len(present), len(directions),
+                           width=float(np.clip(1.4 * windows * max(1, len(items) ** 0.5), 5.0, MAX_PANEL_WIDTH)),
                            height=3.8)
     draw = sns.violinplot if kind == "violin" else sns.boxplot
     extra = {"cut": 0, "inner": "quart"} if kind == "violin" else {}
-    steps = np.concatenate([tables.instance_totals(r.effects, p, direction)["step"].to_numpy()
-                            for r in items for p in present if tables.has_records(r.effects, p, direction)])
+    steps = np.concatenate([tables.instance_totals(r.effects, p, d)["step"].to_numpy()
+                            for r in items for p in present for d in directions
+                            if tables.has_records(r.effects, p, d)])
     labels = tables.step_windows(steps, windows)
     order = list(dict.fromkeys(labels[s] for s in sorted(labels)))
-    for ax, probe in zip(axes[0], present):
-        frames = []
-        for run in items:
-            if tables.has_records(run.effects, probe, direction):
-                frame = tables.instance_windows(run.effects, probe, direction, labels)
-                frame["run"] = run.name
-                frames.append(frame)
-        long = pd.concat(frames, ignore_index=True)
-        long["window"] = long["window"].astype(str)
-        draw(data=long, x="window", y="value", hue="run", order=order,
-             hue_order=[r.name for r in items if r.name in set(long["run"])], palette=colors, ax=ax,
-             **extra)
-        zero_line(ax)
-        ax.set_title(f"{probe} probe")
-        ax.set_xlabel("step window")
-        ax.set_ylabel(f"per-instance {effect_label(direction)}")
-    fig.suptitle(f"per-instance {effect_name(direction)} by step window")
+    for row, probe in enumerate(present):
+        for col, view in enumerate(directions):
+            ax = axes[row, col]
+            frames = []
+            for run in items:
+                if tables.has_records(run.effects, probe, view):
+                    frame = tables.instance_windows(run.effects, probe, view, labels)
+                    frame["run"] = run.name
+                    frames.append(frame)
+            if not frames:
+                ax.set_axis_off()
+                continue
+            long = pd.concat(frames, ignore_index=True)
+            long["window"] = long["window"].astype(str)
+            draw(data=long, x="window", y="value", hue="run", order=order,
+                 hue_order=[r.name for r in items if r.name in set(long["run"])], palette=colors, ax=ax,
+                 **extra)
+            zero_line(ax)
+            ax.set_title(f"{probe} probe: {effect_name(view)}")
+            ax.set_xlabel("step window")
+            ax.set_ylabel(f"per-instance {effect_label(view)}")
+    fig.suptitle("per-instance effect by step window")
     return fig
 
 
@@ -340,7 +475,8 @@ def token_heatmap(effects: pd.DataFrame, tokens: Mapping[int, Sequence[str]] | N
                             for i in matrix.index], dtype=object)
     sns.heatmap(matrix, ax=ax, cmap=EFFECT_CMAP, vmin=norm.vmin, vmax=norm.vmax,
                 annot=annotations if text_of else False, fmt="", annot_kws={"fontsize": 7},
-                cbar_kws={"label": "effect on the token's NLL (nats per unit step size)"},
+                cbar_kws={"label": "G-effect on the token's NLL (nats per unit step)\n"
+                                   f"{sign_key(DIRECTION_GRADIENT, colour=True)}"},
                 xticklabels=list(matrix.columns), yticklabels=[f"#{i}" for i in matrix.index],
                 linewidths=0.5, linecolor="white")
     ax.set_xlabel("token position")
@@ -370,8 +506,8 @@ def predicted_vs_observed(runs: Any, probes: Sequence[str] | None = None) -> Fig
         ax.plot([low, high], [low, high], color="0.3", linewidth=0.8, linestyle=":", label="y = x")
         ax.text(0.03, 0.97, f"Pearson r = {r:.3f}\nn = {len(pairs)}", transform=ax.transAxes,
                 va="top", ha="left", bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})
-        ax.set_xlabel("predicted risk change ∇R·Δθ (nats)")
-        ax.set_ylabel("observed risk change (nats)")
+        ax.set_xlabel(effect_label(DIRECTION_UPDATE).replace("\n", "; "))
+        ax.set_ylabel(OBSERVED_LABEL.replace("\n", "; "))
         ax.set_title(run.name)
     fig.suptitle("first-order prediction vs observed risk change per instance and step")
     return fig
@@ -431,7 +567,8 @@ def pairwise_matrix(matrix: Any, groups: Sequence[str] | None = None, *, layer: 
     side.set_xlabel("sum over i")
     top.tick_params(axis="x", labelbottom=False)
     side.tick_params(axis="y", labelleft=False)
-    fig.colorbar(ax.collections[0], ax=side, label="⟨∇ℓ_j, ∇R_i⟩", location="right")
+    fig.colorbar(ax.collections[0], ax=side, location="right",
+                 label=f"⟨∇ℓ_j, ∇R_i⟩\n{sign_key(DIRECTION_GRADIENT, colour=True)} (R_i, under a step on ℓ_j)")
     ax.set_xlabel(probe_label)
     ax.set_ylabel(forget_label)
     top.set_title(title if layer is None else f"{title} ({layer})")
@@ -440,50 +577,60 @@ def pairwise_matrix(matrix: Any, groups: Sequence[str] | None = None, *, layer: 
 
 @styled
 def comparison_grid(runs: Any, views: Sequence[str] = ("forget", "retain", "cumulative"),
-                    direction: str = DIRECTION_GRADIENT) -> Figure:
-    """Objectives (rows) × views (columns). A view is a probe name (its layer × step heatmap,
-    with one colour scale shared down the column so objectives compare) or ``"cumulative"``
-    (the run's cumulative effect per probe: forget solid, retain dashed; shared y axis)."""
+                    direction: str | Sequence[str] | None = None, *, scale: str = "auto") -> Figure:
+    """Objectives × views, with one row per run and direction: the G-effect row and, under it,
+    the predicted-risk-change row (``direction=None``; or only the direction named).
+
+    A view is a probe name (its layer × step heatmap, with one colour scale per view and
+    direction shared down the column so objectives compare, and a colour bar beside every
+    panel) or ``"cumulative"`` (the run's cumulative effect per probe: forget solid, retain
+    dashed, and in the predicted-change row the observed change dotted; one y range per
+    direction). ``scale`` as in :func:`layer_step_heatmap`.
+    """
     items = as_runs(runs)
     colors = _colors(items)
     probes = [v for v in views if v != "cumulative"]
-    matrices = {(r.name, p): tables.layer_step_matrix(r.effects, p, direction)
-                for r in items for p in probes if tables.has_records(r.effects, p, direction)}
-    if probes and not matrices:
-        raise ValueError(f"no run has {direction!r} effect records for probes {probes}")
-    norms = {p: effect_norm(np.concatenate([m.to_numpy().ravel() for (_, q), m in matrices.items() if q == p]
-                                           or [np.zeros(1)])) for p in probes}
-    fig, axes = new_figure(len(items), len(views), width=4.6, height=3.0)
-    cumulative_axes = []
-    for row, run in enumerate(items):
-        for col, view in enumerate(views):
+    _, directions = _recorded(items, probes or [p for r in items for p in r.probes()], direction)
+    matrices = {(r.name, p, d): tables.layer_step_matrix(r.effects, p, d)
+                for r in items for p in probes for d in directions if tables.has_records(r.effects, p, d)}
+    norms = {(p, d): effect_norm(np.concatenate([m.to_numpy().ravel() for (_, q, e), m in matrices.items()
+                                                 if (q, e) == (p, d)] or [np.zeros(1)]), scale)
+             for p in probes for d in directions}
+    steps = max([m.shape[1] for m in matrices.values()] or [10])
+    rows = [(run, view) for run in items for view in directions]
+    fig, axes = new_figure(len(rows), len(views), width=min(_heatmap_width(steps), 6.0), height=3.0)
+    cumulative_axes: dict[str, list[Axes]] = {d: [] for d in directions}
+    for row, (run, view) in enumerate(rows):
+        for col, panel in enumerate(views):
             ax = axes[row, col]
-            if view == "cumulative":
-                for probe in (p for p in run.probes() if tables.has_records(run.effects, p, direction)):
-                    _draw_cumulative(ax, run, probe, direction, colors[run.name], probe,
-                                     PROBE_LINESTYLES.get(probe, ":"))
+            if panel == "cumulative":
+                observed = False
+                for probe in (p for p in run.probes() if tables.has_records(run.effects, p, view)):
+                    _draw_cumulative(ax, run, probe, view, colors[run.name], probe,
+                                     PROBE_LINESTYLES.get(probe, "-."))
+                    observed |= view == DIRECTION_UPDATE and _observed(run, probe) is not None
                 zero_line(ax)
-                ax.legend(fontsize="x-small")
+                handles, _ = ax.get_legend_handles_labels()
+                ax.legend(handles=handles + ([_OBSERVED_HANDLE] if observed else []), fontsize="x-small")
                 ax.set_xlabel(STEP_LABEL)
-                ax.set_ylabel(f"cumulative {effect_name(direction)}")
-                ax.set_title(f"{run.name}: cumulative")
-                cumulative_axes.append(ax)
-            elif (run.name, view) in matrices:
-                _draw_heatmap(ax, matrices[(run.name, view)], norms[view], f"{run.name}: {view}", None,
-                              layer_labels=col == 0)
+                ax.set_ylabel(f"cumulative {effect_name(view)}\n{sign_key(view)}")
+                ax.set_title(f"{run.name}: cumulative {effect_name(view)}", fontsize="medium")
+                cumulative_axes[view].append(ax)
+            elif (run.name, panel, view) in matrices:
+                matrix = matrices[(run.name, panel, view)]
+                norm, title = _shared_or_own(matrix, norms[(panel, view)], view, scale)
+                _draw_heatmap(ax, matrix, norm, _view_title(run, panel, view, prefix=f"{run.name}: ") + title,
+                              view, layer_labels=col == 0)
             else:
                 ax.set_axis_off()
-                ax.set_title(f"{run.name}: no {view!r} records")
-    for col, view in enumerate(views):
-        if view in norms:
-            fig.colorbar(ScalarMappable(norms[view], EFFECT_CMAP), ax=list(axes[:, col]),
-                         label=effect_label(direction), shrink=0.8)
-    if cumulative_axes:  # one y range for every cumulative panel, so objectives compare
-        low = min(ax.get_ylim()[0] for ax in cumulative_axes)
-        high = max(ax.get_ylim()[1] for ax in cumulative_axes)
-        for ax in cumulative_axes:
-            ax.set_ylim(low, high)
-    fig.suptitle(f"objective comparison: {effect_name(direction)}")
+                ax.set_title(f"{run.name}: no {panel!r} {effect_name(view)} records", fontsize="medium")
+    for group in cumulative_axes.values():  # one y range per direction, so objectives compare
+        if group:
+            low = min(ax.get_ylim()[0] for ax in group)
+            high = max(ax.get_ylim()[1] for ax in group)
+            for ax in group:
+                ax.set_ylim(low, high)
+    fig.suptitle("objective comparison (red: the step raises the risk)")
     return fig
 
 

@@ -27,6 +27,8 @@ from geffect.reporting.diagnosis import findings, findings_frame
 from geffect.reporting.runs import RunData, as_runs
 from geffect.schema import DIRECTION_GRADIENT, DIRECTION_UPDATE
 
+DIRECTIONS = (DIRECTION_GRADIENT, DIRECTION_UPDATE)
+
 REPORT_FILE = "report.html"
 SUMMARY_FILE = "summary.csv"
 
@@ -98,45 +100,51 @@ def _damage_view(table: pd.DataFrame) -> pd.DataFrame:
     return table[[c for c in ("instance", "damage", *text) if c in table.columns]]
 
 
+_BOTH_VIEWS = ("G-effect ∇R·∇L_u (the paper's quantity; negative = the probe's risk rises) beside the "
+               "predicted risk change ∇R·Δθ of the step actually taken (nats; positive = the risk rises). "
+               "Red means the risk rises in both.")
+
+
 def build_sections(runs: Sequence[RunData], probes: Sequence[str] = ("forget", "retain"),
                    texts: Any = None) -> list[Section]:
-    """The report's figures, for whatever the runs recorded."""
-    has = {p: [r for r in runs if tables.has_records(r.effects, p, DIRECTION_GRADIENT)] for p in probes}
-    any_probe = any(has.values())
+    """The report's figures, for whatever the runs recorded; every effect view shows the G-effect
+    and the predicted risk change side by side when both were recorded."""
+    recorded = {p: [r for r in runs if any(tables.has_records(r.effects, p, d) for d in DIRECTIONS)]
+                for p in probes}
+    any_probe = any(recorded.values())
     sections: list[Section] = []
     if any_probe:
-        sections.append(Section("cumulative", "Cumulative G-effect", "Running step-weighted sum of the "
-                                "batch G-effect (all layers). Falling on forget = unlearning; falling on "
-                                "retain = accumulated damage.", plots.cumulative_effect(runs, probes)))
-    if any(tables.has_records(r.effects, p, DIRECTION_UPDATE) for r in runs for p in probes):
-        sections.append(Section("cumulative_update", "Cumulative update effect", "Running sum of the "
-                                "update effect ∇R·Δθ: the first-order predicted change of the mean probe "
-                                "risk (nats) from the steps actually taken, comparable across objectives "
-                                "and optimisers.", plots.cumulative_effect(runs, probes, DIRECTION_UPDATE)))
+        sections.append(Section("cumulative", "Cumulative effect", "Running step-weighted sum over steps of "
+                                f"each view (all layers). {_BOTH_VIEWS} The dotted curves are the observed change "
+                                "of the mean probe risk: the predicted change should track them.",
+                                plots.cumulative_effect(runs, probes)))
     for run in runs:
-        if any(run in has[p] for p in probes):
-            sections.append(Section(f"heatmap_{slugify(run.name)}", f"Layer × step G-effect: {run.name}",
-                                    "Mean over probe instances of each layer group's G-effect at each "
-                                    "step; red raises the probe's risk.",
+        if any(run in recorded[p] for p in probes):
+            sections.append(Section(f"heatmap_{slugify(run.name)}", f"Layer × step: {run.name}",
+                                    "Mean over probe instances of each layer group's effect at each step. "
+                                    f"{_BOTH_VIEWS} Scales turn symmetric-log when values span orders of "
+                                    "magnitude (noted on the colour bar).",
                                     plots.layer_step_heatmap(run, probes)))
     if any_probe:
-        sections.append(Section("layer_totals", "Per-layer totals", "Each layer group's G-effect summed "
-                                "over the run: which blocks carry unlearning, which carry damage.",
+        sections.append(Section("layer_totals", "Per-layer totals", "Each layer group's effect summed over the "
+                                f"run: which blocks carry unlearning, which carry damage. {_BOTH_VIEWS}",
                                 plots.layer_totals(runs, probes)))
         sections.append(Section("instance_distribution", "Per-instance distribution", "Per-instance "
-                                "G-effect (all layers) averaged within step windows.",
+                                f"effect (all layers) averaged within step windows. {_BOTH_VIEWS}",
                                 plots.instance_distribution(runs, probes)))
     if len(runs) > 1 and any_probe:
-        sections.append(Section("comparison", "Objective comparison", "Layer × step heatmaps with one "
-                                "colour scale per column, and cumulative curves on one y range.",
-                                plots.comparison_grid(runs, (*[p for p in probes if has[p]], "cumulative"))))
+        sections.append(Section("comparison", "Objective comparison", "Per run, a G-effect row and a predicted "
+                                "risk change row: layer × step heatmaps with one colour scale per column and "
+                                "view (a panel whose cells the shared scale would hide gets its own, noted in its "
+                                "title), and cumulative curves on one y range per view.",
+                                plots.comparison_grid(runs, (*[p for p in probes if recorded[p]], "cumulative"))))
     with_risks = [r for r in runs if not r.risks.empty]
     if with_risks:
         sections.append(Section("predicted_vs_observed", "First-order prediction", "Predicted risk change "
-                                "∇R_i·Δθ (update effect) vs observed change per instance and step.",
-                                plots.predicted_vs_observed(with_risks)))
+                                "∇R_i·Δθ (update effect) vs observed change per instance and step; both positive "
+                                "when the risk rises.", plots.predicted_vs_observed(with_risks)))
     damaged_probe = probes[-1] if probes else None
-    for run in (has.get(damaged_probe, []) if damaged_probe else []):
+    for run in (recorded.get(damaged_probe, []) if damaged_probe else []):
         table = plots.most_damaged_table(run, damaged_probe, texts=texts)
         sections.append(Section(f"most_damaged_{slugify(run.name)}", f"Most damaged {damaged_probe} "
                                 f"instances: {run.name}", f"Instances ranked by {table['measure'].iloc[0]}.",
@@ -211,8 +219,10 @@ def report(runs: Any, out: str | Path, *, title: str = "geffect report", probes:
 <style>{_STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p class="note">{len(items)} run(s): {html.escape(", ".join(r.name for r in items))}.
-G-effect = ∇R·∇L_u (Wang et al., ICLR 2025): negative values raise a probe's risk
-(forgetting on forget data, damage on retain data).</p>
+Two views of every step: the G-effect ∇R·∇L_u (Wang et al., ICLR 2025; <b>negative</b> = the
+probe's risk rises) and the predicted risk change ∇R·Δθ of the update actually applied (nats;
+<b>positive</b> = the risk rises), beside the observed change where it was measured. Under Adam
+only the second predicts the risk; red means "the risk rises" in every figure.</p>
 <h2 id="diagnosis">Diagnosis</h2><ul class="diagnosis">{sentences or "<li>(no findings)</li>"}</ul>
 <details><summary>Numbers behind each sentence</summary>{_table_html(findings_frame(found))}</details>
 <h2 id="summary">Summary</h2>{_table_html(summary.drop(columns=metrics.columns[1:]))}

@@ -11,6 +11,11 @@ last record taking the median gap), so recording every k steps estimates the sam
 recording every step. The first-order check compares the update effect ``∇R_i·Δθ`` (the
 trainer's ``predicted_change``) with the observed ``R_i(θ_after) − R_i(θ_before)``.
 
+Sign conventions: the G-effect (direction ``"gradient"``) is negative when the risk rises; the
+update effect (direction ``"update"``, the predicted risk change in nats) and the observed risk
+change are positive when it rises. :func:`observed_change` and :func:`observed_curve` give the
+measured change of a probe's mean risk that the two views are read against.
+
 Plots and the diagnosis both read these functions, so a sentence and the figure it refers to
 show the same numbers.
 """
@@ -24,7 +29,7 @@ import pandas as pd
 
 from geffect.reporting.runs import RISK_COLUMNS, check_columns
 from geffect.reporting.style import ordered_layers
-from geffect.schema import DIRECTION_GRADIENT, EFFECT_COLUMNS
+from geffect.schema import DIRECTION_GRADIENT, DIRECTION_UPDATE, EFFECT_COLUMNS
 
 
 def has_records(effects: pd.DataFrame, probe: str, direction: str = DIRECTION_GRADIENT) -> bool:
@@ -143,6 +148,58 @@ def prediction_pairs(risks: pd.DataFrame, probe: str | None = None) -> pd.DataFr
     return frame[np.isfinite(frame["predicted"]) & np.isfinite(frame["observed"])]
 
 
+def risk_endpoints(risks: pd.DataFrame, probe: str) -> pd.DataFrame:
+    """Per instance of ``probe``: its risk at the first record and after the last recorded step
+    (columns first, last; indexed by instance)."""
+    rows = check_columns(risks, RISK_COLUMNS, "risks table")
+    rows = rows[rows["probe"] == probe].sort_values("step", kind="stable")
+    if rows.empty:
+        raise ValueError(f"the risks table has no rows of probe {probe!r}; probes: {sorted(set(risks['probe']))}")
+    return pd.DataFrame({"first": rows.groupby("instance")["risk"].first(),
+                         "last": rows.groupby("instance")["risk_after"].last()})
+
+
+def observed_change(risks: pd.DataFrame, probe: str) -> dict[str, float]:
+    """The measured change of ``probe``'s mean risk over the run (nats, positive = it rose).
+
+    Returns before, after (mean risk at the first record and after the last recorded step),
+    change (after − before), noise (the standard error of the mean of the per-instance
+    changes: how far the mean could move by which instances happened to be probed), count,
+    and p_rise / p_fall: one-sided Wilcoxon signed-rank p-values that the per-instance changes
+    are shifted above / below zero (``scipy.stats.wilcoxon``; robust to the heavy tail of a few
+    badly damaged instances; NaN with fewer than two changes or all zero).
+    """
+    from scipy.stats import wilcoxon
+
+    ends = risk_endpoints(risks, probe)
+    per_instance = (ends["last"] - ends["first"]).to_numpy(dtype=float)
+    count = per_instance.size
+    noise = float(per_instance.std(ddof=1) / np.sqrt(count)) if count > 1 else float("nan")
+    p_rise = p_fall = float("nan")
+    if count > 1 and np.any(per_instance != 0):
+        p_rise = float(wilcoxon(per_instance, alternative="greater").pvalue)
+        p_fall = float(wilcoxon(per_instance, alternative="less").pvalue)
+    return {"before": float(ends["first"].mean()), "after": float(ends["last"].mean()),
+            "change": float(per_instance.mean()), "noise": noise, "count": float(count),
+            "p_rise": p_rise, "p_fall": p_fall}
+
+
+def observed_curve(risks: pd.DataFrame, probe: str) -> pd.Series:
+    """Observed change of ``probe``'s mean risk since the first record, as a curve over training
+    steps: 0 at the first record, then ``mean R(θ_{s+1}) − mean R(θ_first)`` at step s + 1 for
+    every recorded step s (exact whatever the recording interval)."""
+    rows = check_columns(risks, RISK_COLUMNS, "risks table")
+    rows = rows[rows["probe"] == probe]
+    if rows.empty:
+        raise ValueError(f"the risks table has no rows of probe {probe!r}")
+    by_step = rows.groupby("step")
+    base = float(by_step["risk"].mean().iloc[0])
+    after = by_step["risk_after"].mean() - base
+    index = np.concatenate([[float(after.index.min())], after.index.to_numpy(dtype=float) + 1.0])
+    return pd.Series(np.concatenate([[0.0], after.to_numpy()]), index=pd.Index(index, name="step"),
+                     name="observed")
+
+
 def pearson(x: np.ndarray | pd.Series, y: np.ndarray | pd.Series) -> float:
     """Pearson correlation; NaN when fewer than 3 points or a constant input."""
     a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
@@ -161,11 +218,8 @@ def instance_damage(effects: pd.DataFrame, risks: pd.DataFrame | None, probe: st
     Columns instance, damage, measure (a label of what ``damage`` is).
     """
     if risks is not None and not risks.empty and (risks["probe"] == probe).any():
-        rows = check_columns(risks, RISK_COLUMNS, "risks table")
-        rows = rows[rows["probe"] == probe].sort_values("step")
-        first = rows.groupby("instance")["risk"].first()
-        last = rows.groupby("instance")["risk_after"].last()
-        damage = (last - first).rename("damage")
+        ends = risk_endpoints(risks, probe)
+        damage = (ends["last"] - ends["first"]).rename("damage")
         measure = "observed risk increase (nats)"
     else:
         totals = instance_totals(effects, probe, direction)
@@ -180,15 +234,27 @@ def instance_damage(effects: pd.DataFrame, risks: pd.DataFrame | None, probe: st
 
 def run_summary(effects: pd.DataFrame, risks: pd.DataFrame | None,
                 probes: tuple[str, str] = ("forget", "retain")) -> dict[str, float]:
-    """Headline numbers of a run: cumulative G-effect per probe, their ratio, first-order
-    correlation. Probes absent from the table are skipped."""
+    """Headline numbers of a run, both views beside the measurement: per probe the cumulative
+    G-effect (``cumulative_geffect_<p>``, negative = risk rises), the cumulative predicted risk
+    change (``predicted_change_<p>``, Σ of the update effect, nats, positive = risk rises) and
+    the observed change of the mean risk (``observed_change_<p>``); the retain/forget ratio of
+    the G-effects and of the observed changes; the first-order correlation. Probes absent from
+    the tables are skipped."""
     summary: dict[str, float] = {}
     for probe in probes:
         if has_records(effects, probe):
             summary[f"cumulative_geffect_{probe}"] = float(cumulative(step_series(effects, probe)).iloc[-1])
+        if has_records(effects, probe, DIRECTION_UPDATE):
+            summary[f"predicted_change_{probe}"] = float(
+                cumulative(step_series(effects, probe, DIRECTION_UPDATE)).iloc[-1])
+        if risks is not None and not risks.empty and (risks["probe"] == probe).any():
+            summary[f"observed_change_{probe}"] = observed_change(risks, probe)["change"]
     forget, retain = (summary.get(f"cumulative_geffect_{p}") for p in probes)
     if forget is not None and retain is not None and forget != 0:
         summary["retain_per_forget_effect"] = retain / forget
+    forget, retain = (summary.get(f"observed_change_{p}") for p in probes)
+    if forget is not None and retain is not None and forget > 0:
+        summary["retain_per_forget_observed"] = retain / forget
     if risks is not None and not risks.empty:
         pairs = prediction_pairs(risks)
         summary["first_order_correlation"] = pearson(pairs["predicted"], pairs["observed"])
