@@ -108,6 +108,12 @@ def matched_damage(run: Any, reference: Any) -> dict[str, float] | None:
             "ratio": retain / matched if matched > 0 else float("inf")}
 
 
+def damage_verdict(ratio: float) -> str:
+    """Retain damage relative to GA's at matched forgetting: ≤ 0.8 reproduces a "less damage" claim,
+    ≥ 1 contradicts it, in between cannot tell."""
+    return REPRODUCED if ratio <= 0.8 else CONTRADICTED if ratio >= 1.0 else CANNOT_TELL
+
+
 def per_step(run: Any, probe: str, direction: str) -> pd.Series:
     """The whole-model effect at each recorded step (``tables.step_series``)."""
     return tables.step_series(run.effects, probe, direction)
@@ -186,8 +192,7 @@ def claim_weighting(runs: dict[str, Any], label: str, name: str) -> Claim:
                      f"(retain/forget {f(retain['change'] / forget['change']) if forget['change'] > 0 else 'n/a'})")
     if matched is not None:
         claim.numbers += f"; GA at the same forget rise: retain +{f(matched['reference_retain'])} (ratio {f(matched['ratio'], 2)})"
-        claim.verdict = (REPRODUCED if matched["ratio"] <= 0.8 else CONTRADICTED if matched["ratio"] >= 1.0
-                         else CANNOT_TELL)
+        claim.verdict = damage_verdict(matched["ratio"])
         claim.details = matched
     elif not moved(run, "forget"):
         claim.numbers += "; forgot nothing beyond noise"
@@ -309,8 +314,7 @@ def claim_po(runs: dict[str, Any]) -> list[Claim]:
         f"{f(retain['after'])}" + (f"; GA at the same forget rise: retain +{f(matched['reference_retain'])} "
                                     f"(ratio {f(matched['ratio'], 2)})" if matched else ""))
     if matched is not None:
-        spare.verdict = (REPRODUCED if matched["ratio"] <= 0.8 else CONTRADICTED if matched["ratio"] >= 1.0
-                         else CANNOT_TELL)
+        spare.verdict = damage_verdict(matched["ratio"])
     return [sign, spare]
 
 

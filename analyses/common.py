@@ -30,6 +30,7 @@ and its diagnosis use. A finished run whose ``config.yaml`` matches the settings
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import time
@@ -106,12 +107,36 @@ def with_regulariser(base: str, term: str, weight: float = 1.0) -> Callable[...,
 # -- running and tabulating ----------------------------------------------------------------------------
 
 
+def model_fingerprint(model: str) -> str:
+    """SHA-256 of a local model directory's weight and config files ("" for a hub id): a run made
+    from other weights under the same name (a rebuilt ``tiny``) must not be reused."""
+    from geffect.models.loading import resolve
+
+    folder = Path(resolve(model))
+    if not folder.is_dir():
+        return ""
+    digest = hashlib.sha256()
+    for file in sorted(folder.glob("*")):
+        if file.suffix in (".safetensors", ".json") and file.is_file():
+            digest.update(file.name.encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def _fingerprint_file(target: Path) -> Path:
+    return target.parent / f"{target.name}.model-sha256"
+
+
 def _finished_run(folder: Path, objective: Any, hparams: Mapping[str, Any], settings: Mapping[str, Any]):
-    """The finished run in ``folder`` if its config matches these settings exactly, else None."""
+    """The finished run in ``folder`` if it was made from the same model weights with exactly these
+    settings, else None."""
     from geffect.training import Run, UnlearnConfig
     from geffect.training.trainer import resolve_objective
 
-    if not (folder / "config.yaml").is_file():
+    marker = _fingerprint_file(folder)
+    if not (folder / "config.yaml").is_file() or not marker.is_file():
+        return None
+    if marker.read_text().strip() != model_fingerprint(settings["model"]):
         return None
     fields = {k: v for k, v in settings.items() if k != "progress"}
     wanted = UnlearnConfig.from_dict({"objective": resolve_objective(objective)[1], "hparams": dict(hparams),
@@ -126,7 +151,7 @@ def _finished_run(folder: Path, objective: Any, hparams: Mapping[str, Any], sett
 def run_variants(variants: Sequence[Variant], folder: Path, settings: Mapping[str, Any],
                  reuse: bool = False) -> dict[str, Any]:
     """Unlearn every variant into ``folder/runs/<label>`` (fresh, unless ``reuse`` finds a finished
-    run with the same settings there); returns ``{label: Run}``."""
+    run from the same model weights with the same settings there); returns ``{label: Run}``."""
     runs = {}
     for variant in variants:
         target = folder / "runs" / variant.label
@@ -137,9 +162,12 @@ def run_variants(variants: Sequence[Variant], folder: Path, settings: Mapping[st
             print(f"  {variant.label:>12s}: reused finished run", flush=True)
             continue
         shutil.rmtree(target, ignore_errors=True)
+        _fingerprint_file(target).unlink(missing_ok=True)
         start = time.perf_counter()
         runs[variant.label] = geffect.unlearn(variant.objective, out=target, hparams=dict(variant.hparams), **merged)
         run = runs[variant.label]
+        if run.status == "finished":
+            _fingerprint_file(target).write_text(model_fingerprint(merged["model"]) + "\n")
         print(f"  {variant.label:>12s}: {run.status}, {time.perf_counter() - start:.1f} s", flush=True)
     return runs
 

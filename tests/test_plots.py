@@ -186,7 +186,9 @@ def test_cumulative_effect(ga, wga, tmp_path):
     planted = ga.risks.query("probe == 'forget'")
     assert observed.get_ydata()[-1] == pytest.approx(planted.query("step == 29")["risk_after"].mean()
                                                      - planted.query("step == 0")["risk"].mean())
-    assert "observed (dotted)" in [t.get_text() for t in update.get_legend().get_texts()]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]  # one legend beside the panels
+    assert legend == ["ga", "wga", "observed (dotted)"]
+    assert all(ax.get_legend() is None for ax in fig.axes)
 
 
 def test_layer_totals(ga, wga, tmp_path):
@@ -197,7 +199,7 @@ def test_layer_totals(ga, wga, tmp_path):
     heights = [p.get_height() for p in retain.patches if p.get_width() > 0 and p.get_height() != 0]
     expected = [30 * RETAIN_WEIGHTS[k] for k in LAYERS] + [0.2 * 30 * RETAIN_WEIGHTS[k] for k in LAYERS]
     assert sorted(heights) == pytest.approx(sorted(expected))
-    labels = [t.get_text() for t in retain.get_legend().get_texts()]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["GA", "WGA"]
     # totals spanning 0.12 .. 12 put the value axis on a symmetric-log scale, noted in its label
     assert retain.get_yscale() == "symlog" and "symlog" in retain.get_ylabel()

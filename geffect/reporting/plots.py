@@ -251,10 +251,11 @@ def cumulative_effect(runs: Any, probes: Sequence[str] = ("forget", "retain"),
     colors = _colors(items)
     present, directions = _recorded(items, probes, direction)
     fig, axes = new_figure(len(present), len(directions), width=5.2, height=3.8)
+    observed = False
     for row, probe in enumerate(present):
         for col, view in enumerate(directions):
             ax = axes[row, col]
-            extremes, observed = [], False
+            extremes = []
             for run in items:
                 if tables.has_records(run.effects, probe, view):
                     values = _draw_cumulative(ax, run, probe, view, colors[run.name], run.name)
@@ -265,10 +266,24 @@ def cumulative_effect(runs: Any, probes: Sequence[str] = ("forget", "retain"),
             ax.set_title(f"{probe} probe: {effect_name(view)}")
             ax.set_xlabel(STEP_LABEL)
             ax.set_ylabel(effect_label(view, cumulative=True, short=True))
-            handles, _ = ax.get_legend_handles_labels()
-            ax.legend(handles=handles + ([_OBSERVED_HANDLE] if observed else []), title="run", fontsize="small")
+    _figure_legend(fig, axes, [_OBSERVED_HANDLE] if observed else [])
     fig.suptitle("cumulative effect of the steps taken")
     return fig
+
+
+def _figure_legend(fig: Figure, axes: np.ndarray, extra: Sequence[Line2D] = ()) -> None:
+    """One legend of the runs for the whole figure, outside the panels on the right (so it covers
+    no data however many runs there are)."""
+    handles: dict[str, Any] = {}
+    for ax in axes.ravel():
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    entries = list(handles.values()) + list(extra)
+    if entries:
+        fig.legend(handles=entries, labels=[*handles, *(h.get_label() for h in extra)], title="run",
+                   loc="outside right upper", fontsize="small")
 
 
 def _panel_grid(count: int, max_columns: int) -> tuple[int, int]:
@@ -316,9 +331,9 @@ def layer_totals(runs: Any, probes: Sequence[str] = ("forget", "retain"),
             zero_line(ax)
             ax.set_title(f"{probe} probe: {effect_name(view)}")
             ax.set_xlabel(LAYER_LABEL)
-            ax.set_ylabel(effect_label(view, short=True, scale=used).replace("\n", " summed over steps\n", 1))
+            ax.set_ylabel(effect_label(view, short=True, scale=used).replace("\n", "\nsummed over steps\n", 1))
             ax.tick_params(axis="x", rotation=45)
-            ax.legend(title="run", fontsize="x-small", ncols=1 + len(items) // 6)
+    _figure_legend(fig, axes)
     fig.suptitle("effect per layer, summed over steps")
     return fig
 
@@ -365,7 +380,8 @@ def instance_distribution(runs: Any, probes: Sequence[str] = ("forget", "retain"
             zero_line(ax)
             ax.set_title(f"{probe} probe: {effect_name(view)}")
             ax.set_xlabel("step window")
-            ax.set_ylabel(f"per-instance {effect_label(view)}")
+            ax.set_ylabel(f"per-instance {effect_label(view, short=True)}")
+    _figure_legend(fig, axes)
     fig.suptitle("per-instance effect by step window")
     return fig
 
