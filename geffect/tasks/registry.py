@@ -51,7 +51,8 @@ def get_task(name: str | Task) -> Task:
         return value
     close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise UnknownTask(f"unknown task {name!r}{hint}; known tasks: {', '.join(_REGISTRY)} (see `geffect tasks`)")
+    raise UnknownTask(f"unknown task {name!r}{hint}; known tasks: {', '.join(_REGISTRY)} (a task registered in "
+                      "Python is known in that process only: name it 'package.module:TASK' to use it anywhere)")
 
 
 def list_tasks() -> list[str]:

@@ -22,6 +22,8 @@ A user registers a task in a few lines::
     ))
     geffect.unlearn("npo", task="my_books", steps=30, out="runs/npo-book1").evaluate()
 
+A task kept in a module can be named ``"package.module:TASK"`` wherever a task name is taken
+(``--task``, ``UnlearnConfig.task``), so that a run's task is found again from any process.
 Without ``evaluate`` a task gets the default evaluation (mean NLL and greedy ROUGE-L of the
 forget and retain rows, see :mod:`geffect.tasks.default_eval`).
 """
