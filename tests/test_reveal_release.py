@@ -116,3 +116,12 @@ def test_two_iterations_end_to_end_on_tiny_with_resume_and_cli(tmp_path):
     assert "status: finished" in cli.stdout
     assert json.loads((out / "status.json").read_text())["status"] == "finished"
     assert isinstance(RevealRelease(out).baseline["author_rouge"], float)
+
+
+def test_procedure_stops_when_the_best_reward_falls_under_the_threshold(tmp_path):
+    result = reveal_release("persons", "tiny", tmp_path / "rr", progress=False,
+                            **{**FAST, "rounds": 3, "eval_examples": 4, "stop_reward": 1.5})
+    assert result.status == "stopped" and result.info["iterations"] == 0
+    assert "under 1.5" in result.info["message"]
+    assert result.runs == [] and list(result.summary["iteration"]) == [0, 1]
+    assert (tmp_path / "rr" / "iter-01" / "reveal" / "forget.jsonl").is_file()
