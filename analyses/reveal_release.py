@@ -1,0 +1,280 @@
+"""Reveal and Release on the shipped ``tiny`` model, for each concept, with its comparisons and G-effect studies.
+
+Per concept (``persons``, ``toxicity``) four variants are run from the same model and seed:
+
+* ``R&R`` — Reveal and Release as ``geffect reveal-release`` runs it (NeuralUCB instructions,
+  stacked O-LoRA modules, NPO + retain NLL);
+* ``random instructions`` — the same with uniformly random instructions (the bandit ablation);
+* ``λ1 = 0`` — the same without the orthogonality penalty;
+* ``true forget`` — one LoRA module trained with the same objective on the concept's real forget
+  data for as many steps as all R&R iterations together (what self-generated data stands in for).
+
+It writes under ``--out`` (default ``analyses/out/reveal_release``):
+
+* ``table.csv`` / ``table.md`` — per concept and variant: the concept metric (↓) and the utility
+  metrics before and after, iterations run, revealed forget rows, minutes;
+* ``iterations.csv`` / ``iterations.png`` — concept metric and utility per iteration;
+* ``bandit.csv`` / ``bandit.png`` — reward per bandit round of the first Reveal, NeuralUCB vs random;
+* ``module_effects.csv`` / ``module_effects.png`` — after each iteration, each LoRA module's predicted
+  risk change (∇R·ΔW, summed over layers) on the true held-out forget probe and the retain probe;
+* ``module_matrix_<concept>.csv`` / ``.png`` — at the end, module j's effect on the forget data of
+  iteration k, with λ1 = 0.5 and λ1 = 0;
+* ``mismatch.csv`` / ``mismatch.png`` — per layer, the mean G-effect on the true held-out forget
+  probe of the first Release (self-generated data) and of the true-forget run, over the same steps;
+* ``retain_damage.csv`` / ``retain_damage.png`` — per iteration, the observed retain-risk change,
+  λ1 = 0.5 vs 0;
+* ``overview.png`` — the README figure (bandit rewards and concept metric per iteration);
+* ``<concept>/<variant>/`` — the procedure and run directories (``geffect.procedures.RevealRelease``).
+
+Concepts run in parallel processes (``--jobs``, one thread each). A rerun reuses finished stages;
+``--fresh`` starts over. Run: ``python analyses/reveal_release.py [--concepts persons] [--iterations K]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out" / "reveal_release"
+VARIANTS = {  # label -> RevealReleaseConfig overrides
+    "R&R": {},
+    "random instructions": {"policy": "random"},
+    "λ1 = 0": {"lambda1": 0.0},
+}
+TRUE = "true forget"
+
+
+def settings_from(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(model=args.model, iterations=args.iterations, rounds=args.rounds, steps=args.steps, lr=args.lr,
+                eval_examples=args.eval_examples, seed=args.seed)
+
+
+def run_concept(concept: str, out: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """Every variant of one concept (in this process, one thread); returns wall seconds per variant."""
+    import torch
+
+    from geffect.procedures import RevealReleaseConfig, release_on_true_forget, reveal_release
+
+    torch.set_num_threads(1)
+    seconds = {}
+    for label, overrides in VARIANTS.items():
+        started = time.perf_counter()
+        folder = out / concept / _slug(label)
+        reveal_release(concept, out=folder, resume=folder.exists(), progress=False, **{**settings, **overrides})
+        seconds[label] = time.perf_counter() - started
+    started = time.perf_counter()
+    release_on_true_forget(RevealReleaseConfig(concept=concept, **settings), out / concept / _slug(TRUE),
+                           progress=False)
+    seconds[TRUE] = time.perf_counter() - started
+    return seconds
+
+
+def _slug(label: str) -> str:
+    return {"R&R": "rr", "random instructions": "random", "λ1 = 0": "lambda0", TRUE: "true_forget"}[label]
+
+
+# -- tables -------------------------------------------------------------------------------------------
+
+
+def collect(out: Path, concepts: list[str], seconds: dict[str, dict[str, float]]) -> dict[str, pd.DataFrame]:
+    from geffect.procedures import RevealRelease, get_concept
+    from geffect.training.rundir import read_json
+
+    table, iterations, bandit = [], [], []
+    for concept in concepts:
+        spec = get_concept(concept)
+        metrics = [spec.metric, *spec.utility]
+        for label in VARIANTS:
+            rr = RevealRelease(out / concept / _slug(label))
+            summary = rr.summary
+            iterations.append(summary.assign(concept=concept, variant=label))
+            first, last = summary.iloc[0], summary.iloc[-1]
+            row = {"concept": concept, "variant": label, "iterations": int(rr.info.get("iterations", 0)),
+                   "forget_rows": int(summary["forget_rows"].fillna(0).sum()),
+                   "mean_reward_1": float(summary["mean_reward"].iloc[1]) if len(summary) > 1 else float("nan")}
+            row.update({f"{m}_before": first[m] for m in metrics})
+            row.update({f"{m}_after": last[m] for m in metrics})
+            row["minutes"] = seconds.get(concept, {}).get(label, float("nan")) / 60
+            table.append(row)
+            rounds = rr.rounds
+            if not rounds.empty:
+                bandit.append(rounds[rounds["iteration"] == 1].assign(concept=concept, variant=label))
+        true_dir = out / concept / _slug(TRUE)
+        after = read_json(true_dir / "concept_metrics.json")
+        base = RevealRelease(out / concept / _slug("R&R")).summary.iloc[0]
+        row = {"concept": concept, "variant": TRUE, "iterations": 1, "forget_rows": float("nan"),
+               "mean_reward_1": float("nan"), **{f"{m}_before": base[m] for m in metrics},
+               **{f"{m}_after": after.get(m) for m in metrics},
+               "minutes": seconds.get(concept, {}).get(TRUE, float("nan")) / 60}
+        table.append(row)
+    return {"table": pd.DataFrame(table), "iterations": pd.concat(iterations, ignore_index=True),
+            "bandit": pd.concat(bandit, ignore_index=True) if bandit else pd.DataFrame()}
+
+
+def studies(out: Path, concepts: list[str]) -> dict[str, pd.DataFrame]:
+    from geffect.procedures import RevealRelease
+    from geffect.procedures.studies import (
+        data_mismatch,
+        iteration_module_effects,
+        module_matrix,
+        retain_damage,
+    )
+    from geffect.training import Run
+
+    effects, mismatch, damage, matrices = [], [], [], {}
+    for concept in concepts:
+        rr = RevealRelease(out / concept / _slug("R&R"))
+        effects.append(iteration_module_effects(rr).assign(concept=concept))
+        for label in ("R&R", "λ1 = 0"):
+            procedure = RevealRelease(out / concept / _slug(label))
+            matrices[(concept, label)] = module_matrix(procedure)
+            damage.append(retain_damage(procedure).assign(concept=concept, variant=label))
+        if rr.runs:
+            true_run = Run(out / concept / _slug(TRUE))
+            table = data_mismatch({"self-generated (R&R iteration 1)": rr.runs[0], "true forget data": true_run},
+                                  steps=rr.config.steps)
+            mismatch.append(table.assign(concept=concept))
+    return {"module_effects": pd.concat(effects, ignore_index=True), "mismatch": pd.concat(mismatch, ignore_index=True),
+            "retain_damage": pd.concat(damage, ignore_index=True), "matrices": matrices}
+
+
+# -- figures ------------------------------------------------------------------------------------------
+
+
+def figures(out: Path, tables: dict[str, Any], concepts: list[str]) -> None:
+    from geffect.procedures import get_concept
+    from geffect.reporting.style import (
+        effect_cmap,
+        effect_label,
+        effect_norm,
+        new_figure,
+        ordered_layers,
+        scale_axis,
+        zero_line,
+    )
+
+    bandit, iterations = tables["bandit"], tables["iterations"]
+    if not bandit.empty:
+        fig, axes = new_figure(1, len(concepts), width=4.5 * len(concepts), height=3.4)
+        for ax, concept in zip(axes[0], concepts):
+            part = bandit[(bandit["concept"] == concept) & bandit["variant"].isin(["R&R", "random instructions"])]
+            part = part.assign(policy=part["variant"].map({"R&R": "NeuralUCB", "random instructions": "random"}))
+            sns.lineplot(data=part, x="round", y="reward", hue="policy", ax=ax)
+            ax.set_title(f"{concept}: reward per round (first Reveal)")
+        fig.savefig(out / "bandit.png", dpi=120)
+
+    fig, axes = new_figure(2, len(concepts), width=4.5 * len(concepts), height=6.4)
+    for col, concept in enumerate(concepts):
+        spec = get_concept(concept)
+        part = iterations[iterations["concept"] == concept]
+        for row, metric in enumerate([spec.metric, spec.utility[0]]):
+            sns.lineplot(data=part, x="iteration", y=metric, hue="variant", marker="o", ax=axes[row][col])
+            axes[row][col].set_title(f"{concept}: {metric} ({'↓ forgotten' if row == 0 else '↑ kept'})")
+    fig.savefig(out / "iterations.png", dpi=120)
+
+    effects = tables["module_effects"]
+    totals = effects.groupby(["concept", "iteration", "module", "probe"], as_index=False)["value"].sum()
+    grid = sns.catplot(data=totals, x="iteration", y="value", hue="module", col="probe", row="concept", kind="bar",
+                       height=3.0, aspect=1.5, sharey=False)
+    for (concept, probe), ax in grid.axes_dict.items():
+        part = totals[(totals["concept"] == concept) & (totals["probe"] == probe)]
+        zero_line(ax)
+        ax.set_ylabel(effect_label("update", short=True, scale=scale_axis(ax, part["value"].to_numpy())))
+    grid.set_xlabels("after iteration")
+    grid.figure.subplots_adjust(wspace=0.5)
+    grid.figure.savefig(out / "module_effects.png", dpi=120)
+
+    mismatch = tables["mismatch"]
+    fig, axes = new_figure(1, len(concepts), width=4.8 * len(concepts), height=3.6)
+    for ax, concept in zip(axes[0], concepts):
+        part = mismatch[mismatch["concept"] == concept]
+        sns.barplot(data=part, x="layer", y="value", hue="run", order=ordered_layers(part["layer"]), ax=ax)
+        zero_line(ax)
+        scale = scale_axis(ax, part["value"].to_numpy())
+        ax.set_title(f"{concept}: G-effect on held-out true forget data")
+        ax.set_ylabel(effect_label("gradient", short=True, scale=scale))
+        ax.tick_params(axis="x", rotation=45)
+    fig.savefig(out / "mismatch.png", dpi=120)
+
+    damage = tables["retain_damage"]
+    fig, axes = new_figure(1, len(concepts), width=4.5 * len(concepts), height=3.4)
+    for ax, concept in zip(axes[0], concepts):
+        part = damage[damage["concept"] == concept]
+        sns.lineplot(data=part, x="iteration", y="retain_risk_change", hue="variant", marker="o", ax=ax)
+        zero_line(ax)
+        ax.set_title(f"{concept}: retain risk change per iteration")
+    fig.savefig(out / "retain_damage.png", dpi=120)
+
+    for (concept, label), matrix in tables["matrices"].items():
+        matrix.to_csv(out / f"module_matrix_{concept}_{_slug(label)}.csv")
+        fig, axes = new_figure(1, 1, width=1.2 * matrix.shape[1] + 2.5, height=0.6 * matrix.shape[0] + 1.8)
+        norm = effect_norm(matrix.to_numpy())
+        sns.heatmap(matrix, annot=True, fmt=".2g", cmap=effect_cmap("update"), norm=norm, ax=axes[0][0],
+                    cbar_kws={"label": effect_label("update", colour=True)})
+        axes[0][0].set_title(f"{concept}, {label}: module j on the data of iteration k")
+        fig.savefig(out / f"module_matrix_{concept}_{_slug(label)}.png", dpi=120)
+
+    fig, axes = new_figure(1, 2 * len(concepts), width=4.2 * 2 * len(concepts), height=3.4)
+    for col, concept in enumerate(concepts):
+        spec = get_concept(concept)
+        part = bandit[(bandit["concept"] == concept) & bandit["variant"].isin(["R&R", "random instructions"])]
+        part = part.assign(policy=part["variant"].map({"R&R": "NeuralUCB", "random instructions": "random"}))
+        sns.lineplot(data=part, x="round", y="reward", hue="policy", ax=axes[0][2 * col])
+        axes[0][2 * col].set_title(f"{concept}: Reveal reward per round")
+        it = iterations[iterations["concept"] == concept]
+        sns.lineplot(data=it, x="iteration", y=spec.metric, hue="variant", marker="o", ax=axes[0][2 * col + 1])
+        axes[0][2 * col + 1].set_title(f"{concept}: {spec.metric} per iteration (↓)")
+    fig.savefig(out / "overview.png", dpi=120)
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--concepts", nargs="*", default=["persons", "toxicity"])
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--iterations", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--eval-examples", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=2, help="concepts run in parallel processes")
+    parser.add_argument("--fresh", action="store_true", help="delete earlier outputs first")
+    args = parser.parse_args(argv)
+    if args.fresh and args.out.exists():
+        shutil.rmtree(args.out)
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    settings = settings_from(args)
+    with ProcessPoolExecutor(max_workers=max(1, min(args.jobs, len(args.concepts)))) as pool:
+        futures = {c: pool.submit(run_concept, c, args.out, settings) for c in args.concepts}
+        seconds = {c: f.result() for c, f in futures.items()}
+    tables = collect(args.out, args.concepts, seconds)
+    tables.update(studies(args.out, args.concepts))
+    for name in ("table", "iterations", "bandit", "module_effects", "mismatch", "retain_damage"):
+        tables[name].to_csv(args.out / f"{name}.csv", index=False)
+    from geffect.training.summary import to_markdown
+
+    (args.out / "table.md").write_text(to_markdown(tables["table"]))
+    figures(args.out, tables, args.concepts)
+    print(to_markdown(tables["table"]))
+    print(f"total: {(time.perf_counter() - started) / 60:.1f} minutes")
+    return tables["table"]
+
+
+if __name__ == "__main__":
+    main()
