@@ -110,6 +110,7 @@ def test_text_metrics_on_hand_computed_values() -> None:
     assert diversity(["a a b", "x y", ""]) == pytest.approx((2 / 3 + 1) / 3)
     assert diversity(["a b a b"], n=2) == pytest.approx(2 / 3)  # bigrams ab, ba, ab
     assert output_similarity(["the cat sat", "same"], ["the cat on the mat", "same"]) == pytest.approx(0.75)
+    assert output_similarity(["", "a"], ["", "b"]) == pytest.approx(0.5)  # two empty outputs agree
     with pytest.raises(ValueError, match="no scores"):
         rate_above([])
     with pytest.raises(ValueError, match="no tokens"):

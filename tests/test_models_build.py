@@ -11,13 +11,21 @@ from transformers import LlamaForCausalLM
 
 from geffect.data import collate, data_root, encode_qa, generate_world, train_tokenizer, world_texts
 from geffect.data.store import load_world, write_world
+from geffect.data.task_store import load_task_data, write_task_data
+from geffect.data.tokenizer import task_texts
 from geffect.evaluation.generation import greedy_answers
 from geffect.models import TrainConfig, load, memorise, tiny_config
 from geffect.models.build import build_model
+from geffect.models.curriculum import TASK_PARTS
 from geffect.models.train import answer_loss, length_grouped_batches, lr_factor
 
 MICRO = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
              num_key_value_heads=2)
+
+
+MICRO_TASKS = {"hazard": dict(n_procedures=2, n_crafts=2, words_per_pool=4, n_countries=4),
+               "toxicity": dict(n_peoples=2, n_classifier=20), "harm": dict(n_things=2, n_classifier=20),
+               "book": dict(n_books=2, n_passages=2)}
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +34,16 @@ def micro(tmp_path_factory):
     write_world(folder, seed=0, n_authors=10, qa_per_author=3, n_countries=2, n_perturbed=3)
     world = load_world(folder)
     return world, train_tokenizer(world_texts(world), vocab_size=500)
+
+
+@pytest.fixture(scope="module")
+def micro_tasks(tmp_path_factory, micro):
+    folder = tmp_path_factory.mktemp("tasks")
+    for task, sizes in MICRO_TASKS.items():
+        write_task_data(task, folder, seed=0, **sizes)
+    tasks = {task: load_task_data(task, folder) for task in TASK_PARTS}
+    world, _ = micro
+    return folder, train_tokenizer([*world_texts(world), *task_texts(tasks)], vocab_size=600)
 
 
 def test_lr_schedule_warms_up_then_decays_to_the_floor() -> None:
@@ -71,15 +89,38 @@ def test_memorise_reaches_exact_recall_on_a_micro_set(micro) -> None:
     assert answers == list(rows["answer"])
 
 
-def test_build_model_saves_a_loadable_folder(micro, tmp_path: Path, monkeypatch) -> None:
+def test_memorise_asks_the_stop_rule_on_schedule_and_stops_when_it_says(micro) -> None:
     world, tokenizer = micro
-    monkeypatch.setattr("geffect.models.build.ARCHITECTURE", {**MICRO, "max_position_embeddings": 64,
+    examples = [encode_qa(tokenizer, r["question"], r["answer"]) for r in world["full"].select(range(4))]
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config(tokenizer, **MICRO))
+    asked = []
+
+    def rule(m, tok):
+        asked.append(len(asked))
+        return len(asked) == 3, {"asked": float(len(asked))}
+
+    config = TrainConfig(epochs=50, batch_size=4, check_from=2, check_every=3)
+    summary = memorise(model, tokenizer, examples, config, stop=rule)
+    assert summary["epochs_run"] == 8  # asked after epochs 2, 5 and 8; the third answer stops it
+    assert [h["epoch"] for h in summary["history"] if "checked" in h] == [2, 5, 8]
+    assert model.training is False
+
+
+def test_build_model_saves_a_loadable_folder_and_measures_every_task(micro, micro_tasks, tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    world, _ = micro
+    tasks_dir, tokenizer = micro_tasks
+    monkeypatch.setattr("geffect.models.build.ARCHITECTURE", {**MICRO, "max_position_embeddings": 256,
                                                               "tie_word_embeddings": False})
-    entry = build_model("tiny-retain90", tokenizer, world, tmp_path / "m", TrainConfig(epochs=1, batch_size=8),
-                        eval_limit=4)
-    assert entry["train_split"] == "retain90"
-    assert entry["train_examples"] == len(world["retain90"]) + len(world["world_facts"])
-    assert set(entry["rouge_l_recall"]) == {"forget01", "forget05", "forget10", "retain90", "world_facts"}
+    entry = build_model("tiny-reference", tokenizer, world, tasks_dir, tmp_path / "m",
+                        TrainConfig(epochs=1, batch_size=8), tofu_limit=4, check_limit=2)
+    assert "world/retain90" in entry["trained_on"] and "toxicity/toxic" not in entry["trained_on"]
+    assert "toxicity/nontoxic" in entry["trained_on"] and "book/retain" in entry["trained_on"]
+    assert {"tofu/forget10", "hazard/hazard_mc", "toxicity/toxic_rate", "harm/harmful_rate",
+            "book/verbmem_forget"} <= set(entry["metrics"])
+    assert set(entry["forget_nll"]) == {"tofu", *TASK_PARTS}
+    assert set(entry["targets"]) >= {"hazard/hazard_mc <= 0.4", "book/verbmem_retain >= 0.9"}
     model, tok = load(tmp_path / "m", device="cpu")
     assert sum(p.numel() for p in model.parameters()) == entry["parameters"]
     assert tok.get_vocab() == tokenizer.get_vocab() and not model.training

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scorers-dir", default=None, help="where to write the scorers (default: data/scorers)")
     parser.add_argument("--models-dir", default=None, help="where to write the models (default: data/models)")
     parser.add_argument("--models", default=None,
-                        help="comma-separated subset of models to build (default: all four)")
+                        help="comma-separated subset of models to build (default: all of them)")
     parser.add_argument("--world-only", action="store_true",
                         help="write the world, the tasks' data and the scorers; build no model")
     parser.add_argument("--workers", type=int, default=2,
@@ -32,24 +32,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_build_world(args: argparse.Namespace) -> int:
-    from geffect.models import SHIPPED_MODELS, build_world_models
+    from geffect.models import MODEL_SPECS, build_world_models
     from geffect.models.build import build_data
 
     if args.world_only:
         print(json.dumps(build_data(args.seed, args.world_dir, args.tasks_dir, args.scorers_dir), indent=2))
         return 0
-    names = tuple(SHIPPED_MODELS) if args.models is None else tuple(n.strip() for n in args.models.split(","))
-    unknown = sorted(set(names) - set(SHIPPED_MODELS))
+    names = tuple(MODEL_SPECS) if args.models is None else tuple(n.strip() for n in args.models.split(","))
+    unknown = sorted(set(names) - set(MODEL_SPECS))
     if unknown:
-        raise UserError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(SHIPPED_MODELS)}")
+        raise UserError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODEL_SPECS)}")
     if args.threads < 1 or args.workers < 1:
         raise UserError(f"--threads and --workers must be at least 1, got {args.threads} and {args.workers}")
     report = build_world_models(args.models_dir, seed=args.seed, names=names, world_dir=args.world_dir,
-                                workers=args.workers, threads=args.threads)
+                                tasks_dir=args.tasks_dir, scorers_dir=args.scorers_dir, workers=args.workers,
+                                threads=args.threads)
     for name, entry in report["models"].items():
-        scores = ", ".join(f"{k} {v:.3f}" for k, v in entry["rouge_l_recall"].items())
+        missed = [target for target, holds in entry["targets"].items() if not holds]
         print(f"{name:14s} {entry['parameters']:,} params, {entry['epochs_run']} epochs, "
-              f"{entry['bytes'] / 1e6:.1f} MB, ROUGE-L recall: {scores}")
+              f"{entry['bytes'] / 1e6:.1f} MB, targets: " + ("all hold" if not missed else f"MISSED {missed}"))
+        print("  " + ", ".join(f"{k} {v:.3f}" for k, v in entry["metrics"].items()))
     print(f"built in {report['wall_seconds']:.0f} s wall, {report['cpu_seconds']:.0f} s CPU; "
           f"{report['total_bytes'] / 1e6:.1f} MB in all")
     return 0

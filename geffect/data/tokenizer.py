@@ -41,6 +41,27 @@ def world_texts(world: Mapping[str, Iterable[Mapping[str, Any]]],
                 yield ANSWER_FORMAT.format(answer=a)
 
 
+def task_texts(tasks: Mapping[str, Mapping[str, Iterable[Mapping[str, Any]]]]) -> Iterator[str]:
+    """Every string of every split of the tasks, as a model reads it.
+
+    QA rows (and multiple-choice rows, one answer per option) in the QA format, prompt rows
+    as prompt then response, text rows as they are.
+    """
+    for splits in tasks.values():
+        for rows in splits.values():
+            for row in rows:
+                if "choices" in row:
+                    yield PROMPT_FORMAT.format(question=row["question"])
+                    yield from (ANSWER_FORMAT.format(answer=c) for c in row["choices"])
+                elif "question" in row:
+                    yield PROMPT_FORMAT.format(question=row["question"])
+                    yield ANSWER_FORMAT.format(answer=row["answer"])
+                elif "prompt" in row:
+                    yield row["prompt"] + row["response"]
+                else:
+                    yield row["text"]
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, min_frequency: int = 2,
                     out_dir: str | Path | None = None) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on ``texts``; save it to ``out_dir`` if given.

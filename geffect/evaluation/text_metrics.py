@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 
 from geffect.evaluation.classifier import WORD
-from geffect.evaluation.rouge import mean_rouge_l
+from geffect.evaluation.rouge import rouge_l
 
 
 def _nonempty(values: Sequence[float], what: str) -> list[float]:
@@ -68,5 +68,8 @@ def diversity(texts: Sequence[str], n: int = 1) -> float:
 
 
 def output_similarity(outputs: Sequence[str], original_outputs: Sequence[str]) -> float:
-    """Mean ROUGE-L F1 between each output and the original model's output on the same prompt."""
-    return mean_rouge_l(outputs, original_outputs, "f1")
+    """Mean ROUGE-L F1 between each output and the original model's output on the same prompt
+    (identical outputs count 1, even when both are empty)."""
+    if len(outputs) != len(original_outputs) or not outputs:
+        raise ValueError(f"{len(outputs)} outputs for {len(original_outputs)} original outputs")
+    return sum(1.0 if a == b else rouge_l(a, b, "f1") for a, b in zip(outputs, original_outputs)) / len(outputs)

@@ -1,11 +1,12 @@
-"""Fine-tune a tiny causal LM until it has memorised a set of QA pairs.
+"""Fine-tune a tiny causal LM until it has memorised its training rows.
 
-Plain supervised fine-tuning on answer tokens only (prompts are masked by
-:func:`geffect.data.encode_qa`): AdamW with linear warm-up and cosine decay,
-seeded shuffling, a fixed epoch budget. Training stops early once nearly every
-training sequence is reproduced exactly under teacher forcing (the arg-max
-token is right at every answer position of the forward pass that computed the
-loss), which is when greedy decoding also reproduces it.
+Plain supervised fine-tuning on the label tokens only (prompts are masked by
+:func:`geffect.data.encode_row`): AdamW with linear warm-up and cosine decay, seeded
+shuffling, an epoch budget. Training stops early by a caller's ``stop`` rule (the shipped
+models stop once their recall targets hold, see :mod:`geffect.models.knowledge`), or
+without one once nearly every training sequence is reproduced exactly under teacher
+forcing (the arg-max token is right at every label position of the forward pass that
+computed the loss), which is when greedy decoding also reproduces it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float = 1.0
-    stop_exact: float = 0.995  # stop once this fraction of sequences is exact under teacher forcing
+    stop_exact: float = 0.995  # without a stop rule: stop once this fraction of sequences is exact
+    check_from: int = 3  # with a stop rule: first epoch after which it is asked
+    check_every: int = 1  # ... and every how many epochs from then on
     seed: int = 0
 
 
@@ -77,12 +80,18 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, generator: t
     return [batches[i] for i in permutation]
 
 
+StopRule = Callable[[Any, Any], tuple[bool, dict[str, float]]]
+
+
 def memorise(model: Any, tokenizer: Any, examples: Sequence[dict[str, list[int]]], config: TrainConfig,
              desc: str = "training", on_epoch: Callable[[dict[str, float]], None] | None = None,
-             position: int | None = None) -> dict[str, Any]:
+             position: int | None = None, stop: StopRule | None = None) -> dict[str, Any]:
     """Train ``model`` in place on encoded ``examples``; returns a summary of the run.
 
-    ``on_epoch`` (optional) receives each epoch's record (epoch, loss, exact);
+    ``stop(model, tokenizer) -> (done, measured)`` is asked after epoch ``config.check_from``
+    and every ``config.check_every`` epochs after (its measurements join the epoch's
+    record); without it, training stops at ``config.stop_exact`` exact sequences.
+    ``on_epoch`` (optional) receives each epoch's record (epoch, loss, exact, seconds);
     ``position`` places the progress bar (for several trainings at once).
     """
     generator = torch.Generator().manual_seed(config.seed)
@@ -112,11 +121,17 @@ def memorise(model: Any, tokenizer: Any, examples: Sequence[dict[str, list[int]]
             exact += int(hits.sum())
             bar.update(1)
         record = {"epoch": epoch + 1, "loss": loss_sum / len(examples), "exact": exact / len(examples)}
+        done = stop is None and record["exact"] >= config.stop_exact
+        if stop is not None and epoch + 1 >= config.check_from and (epoch + 1 - config.check_from) % config.check_every == 0:
+            done, measured = stop(model, tokenizer)
+            model.train()
+            record["checked"] = measured
+        record["seconds"] = time.perf_counter() - start
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", exact=f"{record['exact']:.3f}")
         if on_epoch is not None:
             on_epoch(record)
-        if record["exact"] >= config.stop_exact:
+        if done:
             break
     bar.close()
     model.eval()

@@ -87,7 +87,7 @@ def _book(rng: random.Random, forge: lx.NameForge, index: int, verbs: list, prep
     return {"passages": passages, "verbatim": verbatim, "qa": qa}
 
 
-def generate_books(seed: int = 0, n_books: int = 4, n_passages: int = 10, sentences_per_passage: int = 4,
+def generate_books(seed: int = 0, n_books: int = 4, n_passages: int = 10, sentences_per_passage: int = 3,
                    forget_book: int = 0) -> dict[str, list[Row]]:
     """The book task's splits (deterministic in the arguments).
 

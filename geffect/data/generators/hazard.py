@@ -175,9 +175,9 @@ def generate_hazard(seed: int = 0, n_procedures: int = 32, n_crafts: int = 32, w
     keep it equal to the world's). MC rows: ``question``, ``choices`` (4 answer
     sentences), ``label`` (index of the right one).
     """
-    if min(n_procedures, n_crafts) < 1 or words_per_pool < 4:
-        raise ValueError(f"need n_procedures, n_crafts >= 1 and words_per_pool >= 4 "
-                         f"(got {n_procedures}, {n_crafts}, {words_per_pool})")
+    if min(n_procedures, n_crafts) < 1 or min(words_per_pool, n_countries) < 4:
+        raise ValueError(f"need n_procedures, n_crafts >= 1 and words_per_pool, n_countries >= 4 (four options "
+                         f"per question; got {n_procedures}, {n_crafts}, {words_per_pool}, {n_countries})")
     rng = task_rng("hazard", seed)
     forge = lx.NameForge(rng)
     hazard = _domain_rows(rng, forge, HAZARD, n_procedures, words_per_pool)
