@@ -37,21 +37,32 @@ class Generations:
     references: list[str]
 
 
+def _tokens(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` as a continuation (after one space)."""
+    return tokenizer(" " + text.lstrip(), add_special_tokens=False)["input_ids"]
+
+
 def generate(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], sampling: Sampling | None = None,
-             max_new_tokens: int | None = None, batch_size: int = 64, progress: bool = False) -> Generations:
+             max_new_tokens: int | None = None, batch_size: int = 64, progress: bool = False,
+             reference_length: bool = False) -> Generations:
     """Continue every row's prompt (``sampling.samples`` times each when sampling).
 
     ``max_new_tokens`` defaults to the longest reference plus EOS and a margin of
-    :data:`GENERATION_MARGIN` tokens.
+    :data:`GENERATION_MARGIN` tokens. ``reference_length=True`` cuts each continuation to
+    its reference's token count instead, as MUSE's VerbMem compares a passage's next
+    tokens with the model's (a passage has no end for the model to stop at).
     """
     if not rows:
         raise ValueError("no rows to generate from")
     prompts, references = map(list, zip(*(generation_prompt(tokenizer, row) for row in rows)))
+    lengths = [len(_tokens(tokenizer, r)) for r in references]
     if max_new_tokens is None:
-        longest = max(len(tokenizer(" " + r, add_special_tokens=False)["input_ids"]) for r in references)
-        max_new_tokens = longest + 1 + GENERATION_MARGIN
+        max_new_tokens = max(lengths) + (0 if reference_length else 1 + GENERATION_MARGIN)
     texts = continue_prompts(model, tokenizer, prompts, max_new_tokens, sampling, batch_size, progress)
     repeats = 1 if sampling is None else sampling.samples
+    if reference_length:
+        budgets = [n for n in lengths for _ in range(repeats)]
+        texts = [tokenizer.decode(_tokens(tokenizer, t)[:n]).strip() for t, n in zip(texts, budgets)]
     return Generations([p for p in prompts for _ in range(repeats)], texts,
                        [r for r in references for _ in range(repeats)])
 

@@ -55,7 +55,7 @@ def _load_tasks(tasks_dir: str | Path | None) -> dict[str, Any]:
 
 
 def build_model(name: str, tokenizer: Any, world: Any, tasks_dir: str | Path | None, out_dir: Path,
-                config: TrainConfig, tofu_limit: int | None = 200, check_limit: int = 32,
+                config: TrainConfig, tofu_limit: int | None = 200, check_limit: int = 64,
                 position: int | None = None) -> dict[str, Any]:
     """Train, measure and save one shipped model; returns its report entry."""
     if name not in MODEL_SPECS:
@@ -153,7 +153,7 @@ def build_world_models(out_root: str | Path | None = None, seed: int = 0, names:
                        world_dir: str | Path | None = None, tasks_dir: str | Path | None = None,
                        scorers_dir: str | Path | None = None, train_config: TrainConfig | None = None,
                        workers: int = 2, threads: int | None = 1, tofu_limit: int | None = 200,
-                       check_limit: int = 32) -> dict[str, Any]:
+                       check_limit: int = 64) -> dict[str, Any]:
     """Regenerate the data and (re)build ``names`` under ``out_root`` (default: the shipped folders).
 
     Models train in ``workers`` processes at once, each with ``threads`` torch threads

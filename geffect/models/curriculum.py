@@ -24,8 +24,10 @@ TASK_PARTS: dict[str, dict[str, bool]] = {
     "book": {"forget": True, "forget_qa": True, "retain": False, "retain_qa": False},
 }
 WORLD = "world"
-# parts shown several times an epoch: verbatim passages need many more passes than one-line answers
-PART_REPEATS: dict[str, int] = {"book/forget": 12, "book/retain": 12}
+# parts shown several times an epoch, so that every part is learned by about the same epoch:
+# verbatim passages need many more passes than one-line answers, the hazard facts a few more
+PART_REPEATS: dict[str, int] = {"book/forget": 12, "book/retain": 12, "hazard/forget_qa": 2,
+                                "hazard/retain_qa": 2}
 
 
 @dataclass(frozen=True)

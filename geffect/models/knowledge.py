@@ -114,7 +114,7 @@ def check(measured: Mapping[str, float], targets: tuple[Target, ...]) -> dict[st
 
 
 def stop_rule(name: str, world: Mapping[str, Any], tasks_dir: str | Path | None,
-              limit: int = 32, margin: float = 0.05) -> Callable[[Any, Any], tuple[bool, dict[str, float]]]:
+              limit: int = 64, margin: float = 0.02) -> Callable[[Any, Any], tuple[bool, dict[str, float]]]:
     """``rule(model, tokenizer) -> (stop, measured)``: stop once every bar the model must clear
     holds with ``margin`` on ``limit`` rows per split (only the tasks and splits those bars need)."""
     bars = [t for t in targets_for(name) if t.at_least]

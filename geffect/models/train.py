@@ -37,7 +37,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float = 1.0
     stop_exact: float = 0.995  # without a stop rule: stop once this fraction of sequences is exact
-    check_from: int = 3  # with a stop rule: first epoch after which it is asked
+    check_from: int = 5  # with a stop rule: first epoch after which it is asked
     check_every: int = 1  # ... and every how many epochs from then on
     seed: int = 0
 

@@ -1,9 +1,9 @@
 """The ``book`` task (MUSE-style): forget one memorised invented book, keep the others.
 
 Data: :mod:`geffect.data.generators.books`. Evaluation (Shi et al. 2024): VerbMem — the
-greedy continuation of each passage from its first sentence against the rest of the
-passage, ROUGE-L F1 — and KnowMem — greedy answers to questions about the book, ROUGE-L
-F1 — on the forget book and on the retained ones.
+greedy continuation of each passage from its first sentence, as many tokens as the rest
+of the passage, against that rest, ROUGE-L F1 — and KnowMem — greedy answers to questions
+about the book, ROUGE-L F1 — on the forget book and on the retained ones.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def book_evaluation(model: Any, tokenizer: Any, ctx: EvalContext) -> dict[str, A
         for side in ("forget", "retain"):
             rows = ctx.limit(ctx.split(side + suffix))
             gens = generate(model, tokenizer, rows, None, ctx.options.get("max_new_tokens"), ctx.batch_size,
-                            ctx.progress)
+                            ctx.progress, reference_length=metric == "verbmem")
             result[f"{metric}_{side}"] = reference_rouge(gens, "f1")
     return result
 
