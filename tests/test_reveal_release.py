@@ -43,6 +43,10 @@ def test_unknown_concept_and_bad_settings_fail_before_work(tmp_path):
     with pytest.raises(ConfigError, match="unknown reveal-release setting"):
         reveal_release("persons", "tiny", tmp_path / "x", rouns=3)
     assert not (tmp_path / "x").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not empty"):
+        reveal_release("persons", "tiny", tmp_path / "mine")
 
 
 def test_rows_and_prompts_follow_the_concept_kind():

@@ -213,6 +213,9 @@ def reveal_release(concept: str | None = None, model: str | None = None, out: st
             raise ConfigError(f"cannot resume {str(out)!r} with different settings ({'; '.join(changed)})")
         config = saved
     else:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise ConfigError(f"{str(out)!r} is not empty and holds no reveal-release run; choose a new or empty "
+                              "out directory")
         config = RevealReleaseConfig.from_dict({**(config.to_dict() if config else {}), **given})
     config.validate()
     out.mkdir(parents=True, exist_ok=True)
