@@ -579,8 +579,8 @@ def pairwise_matrix(matrix: Any, groups: Sequence[str] | None = None, *, layer: 
     columns, rows = frame.sum(axis=0).to_numpy(), frame.sum(axis=1).to_numpy()
     top.bar(np.arange(frame.shape[1]) + 0.5, columns, width=0.9, color=np.where(columns < 0, "C3", "C0"))
     side.barh(np.arange(frame.shape[0]) + 0.5, rows, height=0.9, color=np.where(rows < 0, "C3", "C0"))
-    top.set_ylabel("sum over j")
-    side.set_xlabel("sum over i")
+    top.set_ylabel(f"sum over j\n({sign_key(DIRECTION_GRADIENT)})")
+    side.set_xlabel(f"sum over i\n({sign_key(DIRECTION_GRADIENT)})")
     top.tick_params(axis="x", labelbottom=False)
     side.tick_params(axis="y", labelleft=False)
     fig.colorbar(ax.collections[0], ax=side, location="right",
