@@ -9,10 +9,11 @@ steps each, plus one TNPO run at a larger β for the TNPO investigation, and wri
 :data:`CLAIMS` (code, not judgement). Risk changes are the observed changes of the probes' mean
 NLL (``geffect.reporting.tables.observed_change``): a probe "moved" when its per-instance
 changes are shifted by a one-sided Wilcoxon test at p < 0.05 and by at least 0.05 nats
-(``geffect.reporting.diagnosis.risk_moved``). Damage at matched forgetting compares an
-objective's retain-risk rise with GA's retain-risk rise at the step where GA's forget risk had
-risen as much (linear interpolation on GA's recorded curve), so objectives that forget different
-amounts are compared at the same amount of forgetting.
+(``geffect.reporting.diagnosis.risk_moved``). Damage is compared at *matched forgetting*: an
+objective's retain-risk rise at the step where its forget risk had risen by :data:`LEVEL` nats
+(linear interpolation on its recorded curves) against GA's (or the base objective's) at the
+same forget rise, so objectives that forget at different speeds, and runs that go on into
+collapse, are compared at the same amount of forgetting (also shown at :data:`LEVELS`).
 
 The findings are our reading of the paper's text and figures (section given); where the paper
 states a G-effect property we test the G-effect, and we put the update view (the predicted risk
@@ -35,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -49,6 +49,10 @@ HERE = Path(__file__).resolve().parent
 CLAIMS_FILE = HERE / "CLAIMS.md"
 STUDIES = ("likelihood_family", "npo_family", "rmu_layers", "po", "regularisers")
 TNPO_BETAS = (1.0,)  # extra TNPO runs beside the default β = 0.1 of npo_family
+# Damage is compared where the forget risk (mean per-token NLL) had risen by LEVEL nats (the answers'
+# per-token probability down by a factor e: clear forgetting, well before a collapse); LEVELS are shown.
+LEVEL = 1.0
+LEVELS = (1.0, 2.0, 4.0)
 REPRODUCED, CONTRADICTED, CANNOT_TELL = "reproduced", "contradicted", "cannot tell"
 
 
@@ -80,10 +84,10 @@ def curves(run: Any) -> pd.DataFrame:
     return pd.DataFrame({probe: tables.observed_curve(run.risks, probe) for probe in ("forget", "retain")})
 
 
-def retain_at_forget(reference: Any, level: float) -> float | None:
-    """``reference``'s retain-risk rise when its forget-risk rise first reached ``level`` (linear
+def retain_at_forget(run: Any, level: float) -> float | None:
+    """``run``'s retain-risk rise when its forget-risk rise first reached ``level`` nats (linear
     interpolation between records); None if it never did."""
-    frame = curves(reference)
+    frame = curves(run)
     forget, retain = frame["forget"].to_numpy(), frame["retain"].to_numpy()
     above = np.nonzero(forget >= level)[0]
     if above.size == 0:
@@ -95,17 +99,26 @@ def retain_at_forget(reference: Any, level: float) -> float | None:
     return float(retain[i - 1] + share * (retain[i] - retain[i - 1]))
 
 
-def matched_damage(run: Any, reference: Any) -> dict[str, float] | None:
-    """``run``'s final retain rise, and ``reference``'s at the same forget rise (None if ``run``
-    forgot nothing beyond noise or the reference never forgot that much)."""
-    if not moved(run, "forget"):
+def matched_damage(run: Any, reference: Any, level: float | None = None) -> dict[str, float] | None:
+    """Retain-risk rise of ``run`` and of ``reference`` when each had forgotten ``level`` nats
+    (default :data:`LEVEL`), and their ratio; None if either never forgot that much."""
+    level = LEVEL if level is None else level
+    mine, theirs = retain_at_forget(run, level), retain_at_forget(reference, level)
+    if mine is None or theirs is None:
         return None
-    forget, retain = change(run, "forget")["change"], change(run, "retain")["change"]
-    matched = retain_at_forget(reference, forget)
-    if matched is None:
-        return None
-    return {"forget": forget, "retain": retain, "reference_retain": matched,
-            "ratio": retain / matched if matched > 0 else float("inf")}
+    return {"level": level, "retain": mine, "reference_retain": theirs,
+            "ratio": mine / theirs if theirs > 0 else float("inf")}
+
+
+def matched_text(run: Any, reference: Any, name: str) -> str:
+    """"retain +a vs <name> +b (×r)" at each of LEVELS that both reached."""
+    parts = []
+    for level in LEVELS:
+        matched = matched_damage(run, reference, level)
+        if matched is not None:
+            parts.append(f"at {level:g} nat{'s' if level != 1 else ''} forgotten: retain {fs(matched['retain'])} "
+                         f"vs {name} {fs(matched['reference_retain'])} (×{f(matched['ratio'], 2)})")
+    return "; ".join(parts) or f"never forgot {LEVELS[0]:g} nat"
 
 
 def damage_verdict(ratio: float) -> str:
@@ -117,12 +130,6 @@ def damage_verdict(ratio: float) -> str:
 def per_step(run: Any, probe: str, direction: str) -> pd.Series:
     """The whole-model effect at each recorded step (``tables.step_series``)."""
     return tables.step_series(run.effects, probe, direction)
-
-
-def observed_per_step(run: Any, probe: str) -> pd.Series:
-    """Observed change of the probe's mean risk at each recorded step (risk_after − risk)."""
-    rows = run.risks[run.risks["probe"] == probe]
-    return (rows.groupby("step")["risk_after"].mean() - rows.groupby("step")["risk"].mean()).rename(probe)
 
 
 def thirds(series: pd.Series) -> tuple[float, float]:
@@ -141,6 +148,16 @@ def rising_share(run: Any, probe: str, direction: str, layers: list[str]) -> flo
     return float(rising[[k for k in layers if k in rising.index]].sum() / whole) if whole > 0 else float("nan")
 
 
+def fs(value: float) -> str:
+    """A change for the table: signed, 3 significant digits."""
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:+.3g}"
+
+
+def pct(share: float) -> str:
+    """A share as a whole percentage."""
+    return "n/a" if not np.isfinite(share) else f"{100 * share:.0f} %"
+
+
 def f(value: float, digits: int = 3) -> str:
     """A number for the table: 3 significant digits, 'n/a' for missing."""
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
@@ -157,23 +174,24 @@ def claim_ga_damage_grows(runs: dict[str, Any]) -> Claim:
         "GA's damage to retained data grows as unlearning proceeds: the 1/p factor of its gradient makes "
         "already-forgotten tokens dominate, so its retain G-effects grow in magnitude over the steps "
         "(Sec. 4, GA; 'excessive unlearning').",
-        "Per-step observed retain-risk rise of GA: Spearman ρ(step, rise) ≥ 0.5 and last-third mean ≥ 2 × "
-        "first-third mean → reproduced; ρ ≤ 0 or last-third mean ≤ first-third mean → contradicted; else "
-        "cannot tell. (The G-effect and predicted-change ratios are shown beside it.)")
+        f"GA's retain-risk rise per unit of forget-risk rise at the end of the run vs at {LEVEL:g} nat forgotten: "
+        "≥ 2 × → reproduced; ≤ 1 × → contradicted; else, or if GA never forgot twice that much, cannot tell. "
+        "(Step-wise: the per-step retain G-effect and predicted retain change, first vs last third.)")
     ga = runs["ga"]
-    rise = observed_per_step(ga, "retain")
-    rho = float(spearmanr(rise.index, rise.to_numpy()).statistic)
-    early, late = thirds(rise)
+    forget, retain = change(ga, "forget")["change"], change(ga, "retain")["change"]
+    early = retain_at_forget(ga, LEVEL)
     g_early, g_late = thirds(-per_step(ga, "retain", DIRECTION_GRADIENT))
     u_early, u_late = thirds(per_step(ga, "retain", DIRECTION_UPDATE))
-    claim.numbers = (f"retain rise per step, first → last third: {f(early)} → {f(late)} nats (ρ = {f(rho, 2)}); "
-                     f"retain G-effect magnitude {f(g_early)} → {f(g_late)}; predicted change {f(u_early)} → "
-                     f"{f(u_late)}; total retain rise {f(change(ga, 'retain')['change'])} nats")
-    if rho >= 0.5 and late >= 2 * early:
-        claim.verdict = REPRODUCED
-    elif rho <= 0 or late <= early:
-        claim.verdict = CONTRADICTED
-    claim.details = {"rho": rho, "early": early, "late": late}
+    steps = "; per step, first → last third: retain G-effect " \
+            f"{f(-g_early)} → {f(-g_late)}, predicted retain change {f(u_early)} → {f(u_late)} nats"
+    if early is None or forget < 2 * LEVEL:
+        claim.numbers = f"GA forgot {f(forget)} nats in all" + steps
+        return claim
+    start, end = early / LEVEL, retain / forget
+    claim.numbers = (f"retain/forget {f(start, 2)} at {LEVEL:g} nat forgotten → {f(end, 2)} at the end (forget "
+                     f"{fs(forget)}, retain {fs(retain)} nats)" + steps)
+    claim.verdict = REPRODUCED if end >= 2 * start else CONTRADICTED if end <= start else CANNOT_TELL
+    claim.details = {"start": start, "end": end}
     return claim
 
 
@@ -182,22 +200,16 @@ def claim_weighting(runs: dict[str, Any], label: str, name: str) -> Claim:
         f"weighting-{label}",
         f"Weighting the ascent cuts retain damage per unit of forgetting relative to GA: {name} "
         "(Sec. 4–5: WGA weights tokens by p^α, TNPO applies NPO's weight per token, WTNPO combines both).",
-        f"{name}'s final retain-risk rise vs GA's retain rise at the same forget-risk rise: ≤ 0.8 × GA's → "
-        "reproduced; ≥ GA's → contradicted; in between, or if it forgot nothing beyond noise, or GA never "
-        "forgot as much → cannot tell.")
+        f"{name}'s retain-risk rise vs GA's when each had forgotten {LEVEL:g} nat: ≤ 0.8 × GA's → reproduced; "
+        "≥ GA's → contradicted; in between, or if either never forgot that much → cannot tell.")
     run = runs[label]
-    matched = matched_damage(run, runs["ga"])
     forget, retain = change(run, "forget"), change(run, "retain")
-    claim.numbers = (f"forget {f(forget['before'])} → {f(forget['after'])}, retain +{f(retain['change'])} nats "
-                     f"(retain/forget {f(retain['change'] / forget['change']) if forget['change'] > 0 else 'n/a'})")
+    claim.numbers = (matched_text(run, runs["ga"], "GA") + f"; end of run: forget {fs(forget['change'])}, "
+                     f"retain {fs(retain['change'])} nats")
+    matched = matched_damage(run, runs["ga"])
     if matched is not None:
-        claim.numbers += f"; GA at the same forget rise: retain +{f(matched['reference_retain'])} (ratio {f(matched['ratio'], 2)})"
         claim.verdict = damage_verdict(matched["ratio"])
         claim.details = matched
-    elif not moved(run, "forget"):
-        claim.numbers += "; forgot nothing beyond noise"
-    else:
-        claim.numbers += "; GA never forgot as much"
     return claim
 
 
@@ -220,7 +232,7 @@ def claim_npo_fades(runs: dict[str, Any]) -> Claim:
     claim.numbers = (f"weight {f(weight.iloc[0], 2)} → {f(weight.iloc[len(weight) // 3], 2)} (step "
                      f"{weight.index[len(weight) // 3]}) → {f(weight.iloc[-1], 2)} (step {weight.index[-1]}); forget "
                      f"G-effect last tenth / peak = {f(g_tail / g_peak, 2)}; predicted forget-risk change last "
-                     f"tenth / peak = {f(u_tail / u_peak, 2)}; forget +{f(change(npo, 'forget')['change'])} nats")
+                     f"tenth / peak = {f(u_tail / u_peak, 2)}; forget {fs(change(npo, 'forget')['change'])} nats")
     if weight.iloc[-1] <= 0.5 and g_tail <= 0.5 * g_peak:
         claim.verdict = REPRODUCED
     elif weight.iloc[-1] >= 0.9 or g_tail >= 0.9 * g_peak:
@@ -247,8 +259,8 @@ def claim_rmu_layers(runs: dict[str, Any]) -> Claim:
         at = rising_share(run, "forget", DIRECTION_UPDATE, [f"block.{block}"])
         g_total = float(tables.layer_totals(run.effects, "forget", DIRECTION_GRADIENT).sum())
         forget = change(run, "forget")
-        parts.append(f"ℓ={block}: forget +{f(forget['change'])} nats, {f(100 * share, 3)} % at/below ℓ "
-                     f"({f(100 * at, 3)} % at ℓ), forget G-effect total {f(g_total)}")
+        parts.append(f"ℓ={block}: forget {fs(forget['change'])} nats, {pct(share)} at/below ℓ "
+                     f"({pct(at)} at ℓ), forget G-effect total {f(g_total)}")
         if not moved(run, "forget"):
             verdicts.append(CANNOT_TELL)
         else:
@@ -264,25 +276,25 @@ def claim_regulariser(runs: dict[str, Any]) -> Claim:
         "best-regulariser",
         "Of the retain regularisers GD (retain NLL), KL (to the original model) and RR (representation "
         "retention), KL offsets the damage most robustly (Sec. 6; our reading of the paper's summary).",
-        "For each base (GA, NPO): each regularised run's final retain rise divided by its base's retain rise at "
-        "the same forget rise (runs that forgot nothing beyond noise are left out). KL lowest for both bases → "
-        "reproduced; another regulariser lowest for both → contradicted; mixed or too few → cannot tell.")
+        f"For each base (GA, NPO): each regularised run's retain rise at {LEVEL:g} nat forgotten divided by its "
+        "base's (runs that never forgot that much are left out). KL lowest for both bases → reproduced; another "
+        "regulariser lowest for both → contradicted; mixed or too few → cannot tell.")
     best, parts = {}, []
     for base in ("ga", "npo"):
         ratios = {}
         for term in ("gd", "kl", "rr"):
             label = f"{base}+{term}"
             matched = matched_damage(runs[f"reg:{label}"], runs[f"reg:{base}"])
-            forget = change(runs[f"reg:{label}"], "forget")["change"]
             if matched is None:
-                parts.append(f"{label}: forget +{f(forget)}, no matched comparison")
+                forget = change(runs[f"reg:{label}"], "forget")["change"]
+                parts.append(f"{label}: forgot {f(forget)} nats in all, no matched comparison")
                 continue
             ratios[term] = matched["ratio"]
-            parts.append(f"{label}: forget +{f(forget)}, retain +{f(matched['retain'])} vs {base} "
-                         f"+{f(matched['reference_retain'])} (×{f(matched['ratio'], 2)})")
+            parts.append(f"{label}: retain {fs(matched['retain'])} vs {base} {fs(matched['reference_retain'])} "
+                         f"(×{f(matched['ratio'], 2)})")
         if len(ratios) >= 2:
             best[base] = min(ratios, key=ratios.get)
-    claim.numbers = "; ".join(parts) + (f"; lowest: {best}" if best else "")
+    claim.numbers = f"at {LEVEL:g} nat forgotten: " + "; ".join(parts) + (f"; lowest: {best}" if best else "")
     if len(best) == 2 and set(best.values()) == {"kl"}:
         claim.verdict = REPRODUCED
     elif len(best) == 2 and len(set(best.values())) == 1:
@@ -308,11 +320,10 @@ def claim_po(runs: dict[str, Any]) -> list[Claim]:
     spare = Claim(
         "po-spares-retain",
         "PO keeps retained knowledge better than GA: less retain damage for its forgetting (Sec. 4, PO).",
-        "PO's final retain rise vs GA's at the same forget rise: ≤ 0.8 × → reproduced; ≥ 1 × → contradicted; "
-        "else, or if PO forgot nothing beyond noise (forget risk = NLL of the original answers) → cannot tell.",
-        f"forget {f(forget['before'])} → {f(forget['after'])} nats, retain {f(retain['before'])} → "
-        f"{f(retain['after'])}" + (f"; GA at the same forget rise: retain +{f(matched['reference_retain'])} "
-                                    f"(ratio {f(matched['ratio'], 2)})" if matched else ""))
+        f"PO's retain-risk rise vs GA's when each had forgotten {LEVEL:g} nat (forget risk = NLL of the original "
+        "answers): ≤ 0.8 × → reproduced; ≥ 1 × → contradicted; else, or if PO never forgot that much → cannot tell.",
+        matched_text(po, ga, "GA") + f"; end of run: forget {f(forget['before'])} → {f(forget['after'])}, retain "
+        f"{f(retain['before'])} → {f(retain['after'])} nats")
     if matched is not None:
         spare.verdict = damage_verdict(matched["ratio"])
     return [sign, spare]
@@ -336,7 +347,7 @@ def claim_depth(runs: dict[str, Any]) -> Claim:
             for direction, tag in ((DIRECTION_GRADIENT, "G"), (DIRECTION_UPDATE, "Δ")):
                 share = rising_share(runs[label], probe, direction, lower)
                 shares.append(share)
-                cells.append(f"{probe} {tag} {f(100 * share, 2)} %")
+                cells.append(f"{probe} {tag} {pct(share)}")
         parts.append(f"{label}: " + ", ".join(cells))
     claim.numbers = f"lower half = {', '.join(lower)}; " + "; ".join(parts)
     finite = [s for s in shares if np.isfinite(s)]
@@ -389,9 +400,14 @@ def tnpo_section(runs: dict[str, Any], extra: dict[str, Any]) -> str:
              f"only once its NLL reaches ln 3 / β = {np.log(3) / 0.1:.1f} nats, and until then TNPO is GA. NPO applies "
              "the same function to the whole answer's log-ratio (a sum over its tokens), so its weight falls about "
              "as many times faster as an answer has tokens.", "",
-             "| run | β | weight at step 0 → 29 → last (batch mean) | final token weights on forget10 (5 / 50 / 95 %) "
-             "| forget rise (nats) | retain rise | retain/forget | GA's retain at the same forget rise |",
-             "|---|---|---|---|---|---|---|---|"]
+             "The weight is the batch mean the objective logs at each step; 'halved at' is the first step where it is "
+             "under 0.5, with the forget risk's rise by then; 'after < 0.05' is the forget-risk rise from the first "
+             "step with a weight under 0.05 to the end, i.e. what AdamW's update kept doing once the gradient's "
+             "weight had all but vanished.", "",
+             "| run | β | weight at step 0 → 29 → last | halved at step (forget rise then) | forget rise after < 0.05 "
+             "| final token weights on forget10 (5 / 50 / 95 %) "
+             f"| forget rise (nats) | retain rise | retain at {LEVEL:g} nat forgotten (GA's) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     entries = [("npo", runs["npo"], 0.1, "loss_npo_weight"), ("tnpo", runs["tnpo"], 0.1, "loss_token_weight")]
     entries += [(label, run, float(label.split("beta")[1]), "loss_token_weight") for label, run in extra.items()]
     for label, run, beta, column in entries:
@@ -401,9 +417,15 @@ def tnpo_section(runs: dict[str, Any], extra: dict[str, Any]) -> str:
             " / ".join(f"{q:.2f}" for q in np.quantile(token_weights(run, beta), [0.05, 0.5, 0.95]))
         forget, retain = change(run, "forget")["change"], change(run, "retain")["change"]
         matched = matched_damage(run, runs["ga"])
-        lines.append(f"| {label} | {beta:g} | {weight.iloc[0]:.2f} → {at29:.2f} → {weight.iloc[-1]:.2f} | {final} | "
-                     f"{f(forget)} | {f(retain)} | {f(retain / forget) if forget > 0 else 'n/a'} | "
-                     f"{f(matched['reference_retain']) if matched else 'n/a'} |")
+        curve = curves(run)["forget"]
+        halved, vanished = weight[weight < 0.5], weight[weight < 0.05]
+        halved_text = (f"{halved.index[0]} ({fs(float(np.interp(halved.index[0], curve.index, curve)))})"
+                       if len(halved) else "never")
+        after_text = fs(float(curve.iloc[-1] - np.interp(vanished.index[0], curve.index, curve))) \
+            if len(vanished) else "never under 0.05"
+        lines.append(f"| {label} | {beta:g} | {weight.iloc[0]:.2f} → {at29:.2f} → {weight.iloc[-1]:.2f} | "
+                     f"{halved_text} | {after_text} | {final} | {f(forget)} | {f(retain)} | "
+                     + (f"{f(matched['retain'])} ({f(matched['reference_retain'])}) |" if matched else "n/a |"))
     return "\n".join(lines)
 
 
