@@ -1,0 +1,70 @@
+"""The verdict rules of analyses/claims.py on runs with known risk curves (no training)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
+
+
+@pytest.fixture(scope="module")
+def claims():
+    environ = dict(os.environ)  # analyses/common.py sets HF_HUB_OFFLINE on import
+    sys.path.insert(0, str(ANALYSES))
+    try:
+        spec = importlib.util.spec_from_file_location("claims_under_test", ANALYSES / "claims.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses resolve the module's annotations through sys.modules
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop("claims_under_test", None)
+        sys.path.remove(str(ANALYSES))
+        os.environ.clear()
+        os.environ.update(environ)
+
+
+def linear_run(forget_rate: float, retain_rate: float, steps: int = 10, instances: int = 6):
+    """A run whose mean forget / retain risks rise by the given nats per step (instances spread ±10 %)."""
+    rows = []
+    spread = np.linspace(0.9, 1.1, instances)
+    for step in range(steps):
+        for probe, rate in (("forget", forget_rate), ("retain", retain_rate)):
+            for i, factor in enumerate(spread):
+                rows.append((step, probe, i, 0.01 + rate * factor * step, 0.01 + rate * factor * (step + 1), 0.0))
+    risks = pd.DataFrame(rows, columns=["step", "probe", "instance", "risk", "risk_after", "predicted_change"])
+    return SimpleNamespace(risks=risks)
+
+
+def test_retain_at_forget_interpolates_the_curves(claims):
+    run = linear_run(0.4, 0.1)  # forget reaches 1 nat at step 2.5, retain is a quarter of forget
+    assert claims.retain_at_forget(run, 1.0) == pytest.approx(0.25)
+    assert claims.retain_at_forget(run, 3.9) == pytest.approx(0.975)
+    assert claims.retain_at_forget(run, 5.0) is None  # 4 nats in 10 steps: never reached
+
+
+def test_damage_at_matched_forgetting_decides_the_weighting_verdict(claims):
+    ga, gentle, harsh = linear_run(0.4, 0.2), linear_run(0.2, 0.04), linear_run(0.4, 0.3)
+    runs = {"ga": ga, "wga": gentle}
+    matched = claims.matched_damage(gentle, ga)
+    assert matched["ratio"] == pytest.approx(0.4)  # 0.2 vs 0.5 nats of retain rise at 1 nat forgotten
+    assert claims.claim_weighting(runs, "wga", "WGA").verdict == claims.REPRODUCED
+    assert claims.claim_weighting({"ga": ga, "wga": harsh}, "wga", "WGA").verdict == claims.CONTRADICTED
+    near = linear_run(0.4, 0.18)  # 0.9 × GA's damage: between the thresholds
+    assert claims.claim_weighting({"ga": ga, "wga": near}, "wga", "WGA").verdict == claims.CANNOT_TELL
+    slow = linear_run(0.05, 0.0)  # forgets 0.5 nat in all: no matched comparison
+    assert claims.claim_weighting({"ga": ga, "wga": slow}, "wga", "WGA").verdict == claims.CANNOT_TELL
+
+
+def test_damage_verdict_thresholds(claims):
+    assert claims.damage_verdict(0.8) == claims.REPRODUCED
+    assert claims.damage_verdict(0.81) == claims.CANNOT_TELL
+    assert claims.damage_verdict(1.0) == claims.CONTRADICTED
