@@ -26,13 +26,27 @@ It writes under ``--out`` (default ``analyses/out/reveal_release``):
 * ``overview.png`` — the README figure (bandit rewards and concept metric per iteration);
 * ``<concept>/<variant>/`` — the procedure and run directories (``geffect.procedures.RevealRelease``).
 
-Concepts run in parallel processes (``--jobs``, one thread each). A rerun reuses finished stages;
-``--fresh`` starts over. Run: ``python analyses/reveal_release.py [--concepts persons] [--iterations K]``.
+* ``bandit_summary.csv`` — per concept and policy: mean reward over all rounds, over the second
+  half, and the best observed arm's mean reward;
+* ``scorers.json`` — the reward models' held-out quality (PERSON-span tagger F1, toxicity scorer accuracy);
+* ``results.md`` — every table above in one markdown file (what the README section quotes).
+
+Sizes. The default (``--size quick``: 2 iterations, 15 bandit rounds, 10 release steps, 40
+evaluation examples) runs both concepts in about 10-15 minutes on a shared two-core machine;
+``--size full`` is issue #11's size (4 iterations, 60 rounds, 30 steps, 200 examples)::
+
+    python analyses/reveal_release.py                       # quick
+    python analyses/reveal_release.py --size full --fresh   # the issue's size (about 4x longer)
+
+Any of ``--iterations --rounds --steps --lr --eval-examples`` overrides the size. Concepts run in
+parallel processes (``--jobs``, one thread each). A rerun reuses finished stages; ``--fresh``
+starts over. The README figure is ``overview.png`` (copied to ``docs/reveal_release.png``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import time
@@ -49,6 +63,8 @@ matplotlib.use("Agg")
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from geffect.training.summary import to_markdown  # noqa: E402
+
 OUT = Path(__file__).resolve().parent / "out" / "reveal_release"
 VARIANTS = {  # label -> RevealReleaseConfig overrides
     "R&R": {},
@@ -56,11 +72,17 @@ VARIANTS = {  # label -> RevealReleaseConfig overrides
     "λ1 = 0": {"lambda1": 0.0},
 }
 TRUE = "true forget"
+SIZES = {  # --size: procedure settings (the issue's defaults are "full")
+    "quick": dict(iterations=2, rounds=15, steps=10, eval_examples=40),
+    "full": dict(iterations=4, rounds=60, steps=30, eval_examples=200),
+}
 
 
 def settings_from(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(model=args.model, iterations=args.iterations, rounds=args.rounds, steps=args.steps, lr=args.lr,
-                eval_examples=args.eval_examples, seed=args.seed)
+    """The procedure settings: the chosen size, then any explicit option."""
+    size = dict(SIZES[args.size])
+    size.update({k: getattr(args, k) for k in size if getattr(args, k) is not None})
+    return dict(model=args.model, lr=args.lr, seed=args.seed, **size)
 
 
 def run_concept(concept: str, out: Path, settings: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +134,9 @@ def collect(out: Path, concepts: list[str], seconds: dict[str, dict[str, float]]
             table.append(row)
             rounds = rr.rounds
             if not rounds.empty:
-                bandit.append(rounds[rounds["iteration"] == 1].assign(concept=concept, variant=label))
+                first_reveal = rounds[rounds["iteration"] == 1]
+                bandit.append(first_reveal.assign(concept=concept, variant=label,
+                                                  running_mean=first_reveal["reward"].expanding().mean()))
         true_dir = out / concept / _slug(TRUE)
         after = read_json(true_dir / "concept_metrics.json")
         base = RevealRelease(out / concept / _slug("R&R")).summary.iloc[0]
@@ -121,8 +145,44 @@ def collect(out: Path, concepts: list[str], seconds: dict[str, dict[str, float]]
                **{f"{m}_after": after.get(m) for m in metrics},
                "minutes": seconds.get(concept, {}).get(TRUE, float("nan")) / 60}
         table.append(row)
+    bandit_frame = pd.concat(bandit, ignore_index=True) if bandit else pd.DataFrame()
     return {"table": pd.DataFrame(table), "iterations": pd.concat(iterations, ignore_index=True),
-            "bandit": pd.concat(bandit, ignore_index=True) if bandit else pd.DataFrame()}
+            "bandit": bandit_frame, "bandit_summary": bandit_summary(bandit_frame)}
+
+
+def bandit_summary(bandit: pd.DataFrame) -> pd.DataFrame:
+    """Per concept and policy (first Reveal): mean reward over all rounds and the second half, best arm."""
+    rows = []
+    if bandit.empty:
+        return pd.DataFrame(rows)
+    part = bandit[bandit["variant"].isin(["R&R", "random instructions"])]
+    for (concept, variant), group in part.groupby(["concept", "variant"], sort=False):
+        late = group[group["round"] >= group["round"].max() / 2]
+        rows.append({"concept": concept, "policy": "NeuralUCB" if variant == "R&R" else "random",
+                     "rounds": len(group), "mean_reward": group["reward"].mean(),
+                     "mean_reward_second_half": late["reward"].mean(),
+                     "best_arm_reward": group.groupby("arm")["reward"].mean().max(),
+                     "distinct_arms": group["arm"].nunique()})
+    return pd.DataFrame(rows)
+
+
+def scorer_quality(concepts: list[str]) -> dict[str, Any]:
+    """The reward models' held-out quality, as their training recorded it."""
+    out: dict[str, Any] = {}
+    if "persons" in concepts:
+        from geffect.evaluation.persons import load_person_tagger
+
+        info = load_person_tagger().info
+        out["persons"] = {k: info[k] for k in ("heldout_f1", "heldout_precision", "heldout_recall",
+                                               "heldout_gold_spans", "heldout_texts", "train_texts") if k in info}
+    if "toxicity" in concepts:
+        import json
+
+        from geffect.data.paths import data_root
+
+        info = json.loads((data_root() / "scorers" / "toxicity.json").read_text()).get("info", {})
+        out["toxicity"] = {k: info[k] for k in ("heldout_accuracy", "test_size", "train_size") if k in info}
+    return out
 
 
 def studies(out: Path, concepts: list[str]) -> dict[str, pd.DataFrame]:
@@ -233,8 +293,9 @@ def figures(out: Path, tables: dict[str, Any], concepts: list[str]) -> None:
         spec = get_concept(concept)
         part = bandit[(bandit["concept"] == concept) & bandit["variant"].isin(["R&R", "random instructions"])]
         part = part.assign(policy=part["variant"].map({"R&R": "NeuralUCB", "random instructions": "random"}))
-        sns.lineplot(data=part, x="round", y="reward", hue="policy", ax=axes[0][2 * col])
-        axes[0][2 * col].set_title(f"{concept}: Reveal reward per round")
+        sns.lineplot(data=part, x="round", y="running_mean", hue="policy", ax=axes[0][2 * col])
+        axes[0][2 * col].set_title(f"{concept}: Reveal reward (running mean)")
+        axes[0][2 * col].set_ylabel("mean reward so far")
         it = iterations[iterations["concept"] == concept]
         sns.lineplot(data=it, x="iteration", y=spec.metric, hue="variant", marker="o", ax=axes[0][2 * col + 1])
         axes[0][2 * col + 1].set_title(f"{concept}: {spec.metric} per iteration (↓)")
@@ -246,11 +307,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--concepts", nargs="*", default=["persons", "toxicity"])
     parser.add_argument("--model", default="tiny")
-    parser.add_argument("--iterations", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=60)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--size", choices=list(SIZES), default="quick", help="quick (default) or the issue's full size")
+    parser.add_argument("--iterations", type=int)
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--steps", type=int)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--eval-examples", type=int, default=200)
+    parser.add_argument("--eval-examples", type=int)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2, help="concepts run in parallel processes")
     parser.add_argument("--fresh", action="store_true", help="delete earlier outputs first")
@@ -265,15 +327,40 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         seconds = {c: f.result() for c, f in futures.items()}
     tables = collect(args.out, args.concepts, seconds)
     tables.update(studies(args.out, args.concepts))
-    for name in ("table", "iterations", "bandit", "module_effects", "mismatch", "retain_damage"):
+    for name in ("table", "iterations", "bandit", "bandit_summary", "module_effects", "mismatch", "retain_damage"):
         tables[name].to_csv(args.out / f"{name}.csv", index=False)
-    from geffect.training.summary import to_markdown
-
-    (args.out / "table.md").write_text(to_markdown(tables["table"]))
+    quality = scorer_quality(args.concepts)
+    (args.out / "scorers.json").write_text(json.dumps(quality, indent=2))
     figures(args.out, tables, args.concepts)
-    print(to_markdown(tables["table"]))
-    print(f"total: {(time.perf_counter() - started) / 60:.1f} minutes")
+    minutes = (time.perf_counter() - started) / 60
+    report = results_markdown(tables, quality, settings, minutes)
+    (args.out / "table.md").write_text(to_markdown(tables["table"]))
+    (args.out / "results.md").write_text(report)
+    print(report)
     return tables["table"]
+
+
+def results_markdown(tables: dict[str, Any], quality: dict[str, Any], settings: dict[str, Any],
+                     minutes: float) -> str:
+    """Every table of the analysis in one markdown text."""
+    mismatch = tables["mismatch"].groupby(["concept", "run"], as_index=False, sort=False)["value"].sum()
+    effects = tables["module_effects"].groupby(["concept", "iteration", "module", "probe"], as_index=False,
+                                               sort=False)["value"].sum()
+    parts = [
+        f"Settings: {json.dumps(settings)}; {minutes:.1f} minutes in all.",
+        "Reward models (held out): " + "; ".join(f"{c}: {json.dumps(v)}" for c, v in quality.items()),
+        "## Concept metric (↓) and utility, before and after", to_markdown(tables["table"]),
+        "## First Reveal: NeuralUCB against random instructions", to_markdown(tables["bandit_summary"]),
+        "## Per iteration", to_markdown(tables["iterations"]),
+        "## Module effects (predicted risk change of each LoRA module's update, summed over layers; "
+        "positive = the risk rises)", to_markdown(effects),
+        "## Data mismatch (mean G-effect per step on the held-out true forget probe, summed over layers; "
+        "negative = that risk rises, i.e. forgotten)", to_markdown(mismatch),
+        "## Retain damage per iteration", to_markdown(tables["retain_damage"]),
+    ]
+    parts += [f"## Module matrix: {concept}, {label}\n\n" + to_markdown(matrix.reset_index())
+              for (concept, label), matrix in tables["matrices"].items()]
+    return "\n\n".join(parts) + "\n"
 
 
 if __name__ == "__main__":
