@@ -129,3 +129,13 @@ def test_procedure_stops_when_the_best_reward_falls_under_the_threshold(tmp_path
     assert "under 1.5" in result.info["message"]
     assert result.runs == [] and list(result.summary["iteration"]) == [0, 1]
     assert (tmp_path / "rr" / "iter-01" / "reveal" / "forget.jsonl").is_file()
+
+
+def test_the_configured_threshold_decides_what_is_forget_data(tmp_path):
+    # the tagger scores at most 1, so a threshold of 1.5 keeps no completion as forget data
+    result = reveal_release("persons", "tiny", tmp_path / "rr", progress=False,
+                            **{**FAST, "rounds": 3, "eval_examples": 4, "threshold": 1.5, "clean_threshold": 1.5})
+    assert result.status == "stopped" and "no completion held the concept" in result.info["message"]
+    table = pd.read_csv(tmp_path / "rr" / "iter-01" / "reveal" / "completions.csv")
+    kept = set(table["kept"].fillna(""))
+    assert "forget" not in kept and "retain" in kept  # every completion scores under 1.5: clean

@@ -86,8 +86,15 @@ def reveal(model: Any, tokenizer: Any, concept: Concept, scorer: Any, *, policy:
            rounds: int = 60, initial: int = 5, k: int = 4, width: int = 100, nu: float = 1.0, lam: float = 1e-3,
            temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 32, top_instructions: int = 8,
            completions: int = 32, max_forget: int | None = None, max_retain: int | None = None,
+           threshold: float | None = None, clean_threshold: float | None = None,
            seed: int = 0, progress: bool = True, instructions: Sequence[str] | None = None) -> RevealResult:
-    """Run one Reveal on ``model`` (see the module docstring); ``seed`` makes it deterministic."""
+    """Run one Reveal on ``model`` (see the module docstring); ``seed`` makes it deterministic.
+
+    ``threshold`` / ``clean_threshold`` (default: the concept's) split the sampled completions into
+    forget data (score >= threshold) and clean retain data (score < clean_threshold).
+    """
+    threshold = concept.threshold if threshold is None else threshold
+    clean_threshold = concept.clean_threshold if clean_threshold is None else clean_threshold
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {list(POLICIES)}, got {policy!r}")
     pool = list(instructions) if instructions is not None else concept.pool()
@@ -107,8 +114,8 @@ def reveal(model: Any, tokenizer: Any, concept: Concept, scorer: Any, *, policy:
     chosen = _chosen_arms(log, policy, len(pool), top_instructions, seed)
     table = _sampled_table(model, tokenizer, concept, scorer, pool, prompts, chosen, completions,
                            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
-    forget = _dedup(table[table["score"] >= concept.threshold], max_forget)
-    clean = _dedup(table[table["score"] < concept.clean_threshold], max_retain)
+    forget = _dedup(table[table["score"] >= threshold], max_forget)
+    clean = _dedup(table[table["score"] < clean_threshold], max_retain)
     table["kept"] = ""
     table.loc[forget.index, "kept"] = "forget"
     table.loc[clean.index, "kept"] = "retain"

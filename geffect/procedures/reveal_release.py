@@ -294,6 +294,8 @@ class _Procedure:
                         initial=c.initial, k=c.k, width=c.width, nu=c.nu, lam=c.lam, temperature=c.temperature,
                         top_p=c.top_p, max_new_tokens=c.max_new_tokens, top_instructions=c.top_instructions,
                         completions=c.completions, max_forget=c.max_forget, max_retain=c.max_retain_completions,
+                        threshold=c.setting(self.concept, "threshold"),
+                        clean_threshold=c.setting(self.concept, "clean_threshold"),
                         seed=stable_seed(c.seed, "reveal", i), progress=self.progress)
         folder.mkdir(parents=True, exist_ok=True)
         result.rounds.to_csv(folder / "rounds.csv", index=False)
