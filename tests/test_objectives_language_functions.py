@@ -311,3 +311,41 @@ def test_registered_and_described_as_interpretations():
     assert "weight_controller" in describe("meta_cosine_rmu")
     assert "probe_directions" in get_objective("probe_directions").companion
     assert steering_vector(8).norm() == pytest.approx(1.0)
+
+
+def test_block_states_stop_the_forward_after_the_deepest_block(model, forget):
+    from geffect.objectives.terms import hidden_states_at_blocks
+
+    expected = block_output(model, forget, 0)
+    calls = []
+    handles = [model.model.layers[1].register_forward_hook(lambda *a: calls.append("block.1")),
+               model.lm_head.register_forward_hook(lambda *a: calls.append("lm_head"))]
+    try:
+        states = hidden_states_at_blocks(model, forget, [0])
+        assert calls == [] and set(states) == {0}
+        assert torch.allclose(states[0], expected)
+        hidden_states_at_blocks(model, forget, [0, 1])
+        assert calls == ["block.1"]
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def test_per_instance_g_effects_of_the_stopped_forward_match_the_full_forward_oracle(model, forget, assert_rel_close):
+    """The engine's forget × probe effects of the cosine term (read from a forward that stops at block 0)
+    equal the brute-force oracle's for the same term read from a full ``output_hidden_states`` pass."""
+    from geffect.effects import oracle_pairwise, pairwise_effect
+    from geffect.objectives.cosine_rmu import cosine_forget_term
+
+    def full_forward_term(m, batch):
+        hidden = block_output(m, batch, 0)
+        u = steering_vector(hidden.shape[-1], 0, hidden.dtype)
+        mask = batch["attention_mask"].double()
+        distance = 1 - torch.nn.functional.cosine_similarity(hidden, u.expand_as(hidden), dim=-1)
+        return (distance * mask).sum(1) / mask.sum(1)
+
+    probe = make_batch(3, seed=5)
+    result = pairwise_effect(model, lambda m, b: cosine_forget_term(m, b, 0, tokens="all"), forget, probe)
+    expected = oracle_pairwise(model, full_forward_term, forget, probe)
+    assert (expected != 0).any()
+    assert_rel_close(result.values, expected, 1e-8)

@@ -184,9 +184,14 @@ def hidden_states_at(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], 
 
     Read with a forward hook on the block, so it is the residual stream right after the
     block whatever the architecture (no final norm applied, unlike the last entry of
-    ``output_hidden_states``). The full forward pass runs; the graph is kept for backward.
+    ``output_hidden_states``). The graph is kept for backward; see :func:`hidden_states_at_blocks`
+    for where the forward pass stops.
     """
     return hidden_states_at_blocks(model, batch, [layer])[check_layer(model, layer)]
+
+
+class _Captured(Exception):
+    """Raised by the hook of the deepest block asked for: the rest of the forward pass is not needed."""
 
 
 def hidden_states_at_blocks(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
@@ -194,18 +199,26 @@ def hidden_states_at_blocks(model: torch.nn.Module, batch: Mapping[str, torch.Te
     """Outputs (B, T, H) of several transformer blocks from one forward pass, by block index.
 
     Same reading as :func:`hidden_states_at` (a forward hook on each block); the graph is kept.
+    The pass stops right after the deepest of ``layers`` (later blocks and the head never run),
+    except under ``torch.distributed``, where wrappers such as DDP prepare gradient syncing only
+    when their forward returns: there the full pass runs.
     """
+    stop = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     layers = sorted({check_layer(model, layer) for layer in layers})
     _, blocks = decoder_blocks(model)
     captured: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
 
     def hook(layer, _module, _inputs, output):
         captured[layer].append(output[0] if isinstance(output, tuple) else output)
+        if stop and layer == layers[-1]:
+            raise _Captured
 
     handles = [blocks[layer].register_forward_hook(partial(hook, layer)) for layer in layers]
     try:
         inputs = batch_view(batch, model_device(model))
         model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    except _Captured:
+        pass
     finally:
         for handle in handles:
             handle.remove()
