@@ -19,8 +19,18 @@ The findings are our reading of the paper's text and figures (section given); wh
 states a G-effect property we test the G-effect, and we put the update view (the predicted risk
 change of the step actually taken under AdamW) and the observed change beside it.
 
-Usage: ``python analyses/claims.py`` (about 20 minutes on two CPU cores; ``--steps``, ``--out``
-and the other study options as in ``common.py``; ``--fresh`` retrains every run).
+Two sizes, both 100 steps per run (long enough for NPO's and TNPO's slow weights):
+
+* ``python analyses/claims.py`` — the default, sized for a shared two-core machine: probes of
+  :data:`QUICK` ``probe_size`` instances, both views recorded every ``record_every`` steps (the
+  tables weight each record by its interval, and the records of steps 0, 3, …, 99 end at the final
+  weights), CSV tables only, runs under ``analyses/out/quick/``.
+* ``python analyses/claims.py --full`` — the studies' own size (probes of 32, every step
+  recorded, figures drawn), sharing ``analyses/out/<study>/`` with the study scripts, so a
+  study run there is reused and vice versa.
+
+``--steps``, ``--probe-size``, ``--record-every``, ``--lr``, ``--model``, ``--out`` override either
+size; ``--figures`` draws the studies' figures at the default size; ``--fresh`` retrains every run.
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DEFAULTS, OUT_ROOT, Variant, run_variants  # noqa: E402
+from common import DEFAULTS, OUT_ROOT, Variant, model_fingerprint, run_variants  # noqa: E402
 
 from geffect.reporting import tables  # noqa: E402
 from geffect.reporting.diagnosis import MIN_RISK_CHANGE, risk_moved, sign_disagreements  # noqa: E402
@@ -53,6 +63,9 @@ TNPO_BETAS = (1.0,)  # extra TNPO runs beside the default β = 0.1 of npo_family
 # per-token probability down by a factor e: clear forgetting, well before a collapse); LEVELS are shown.
 LEVEL = 1.0
 LEVELS = (1.0, 2.0, 4.0)
+# Run sizes (see the module docstring): QUICK is the default, FULL the studies' own settings.
+QUICK = dict(steps=100, probe_size=16, record_every=3)
+FULL = dict(steps=100, probe_size=DEFAULTS["probe_size"], record_every=DEFAULTS["record_every"])
 REPRODUCED, CONTRADICTED, CANNOT_TELL = "reproduced", "contradicted", "cannot tell"
 
 
@@ -456,11 +469,11 @@ def views_section(runs: dict[str, Any]) -> str:
 # -- running ----------------------------------------------------------------------------------------------
 
 
-def load_study(study: str, settings: dict[str, Any], root: Path, reuse: bool) -> dict[str, Any]:
-    """Run (or reuse) one study and write its files; returns its runs by label."""
+def load_study(study: str, settings: dict[str, Any], root: Path, reuse: bool, figures: bool) -> dict[str, Any]:
+    """Run (or reuse) one study and write its tables (and figures); returns its runs by label."""
     module = importlib.import_module(study)
     argv = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items() if k != "progress"]
-    argv += [f"--out={root}"] + (["--reuse"] if reuse else [])
+    argv += [f"--out={root}"] + (["--reuse"] if reuse else []) + ([] if figures else ["--no-figures"])
     module.main(study, module.VARIANTS, module.__doc__, argv)
     return {v.label: _run(root / study / "runs" / v.label) for v in module.VARIANTS}
 
@@ -473,15 +486,28 @@ def _run(path: Path) -> Any:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="steps per run (default 100)")
+    parser.add_argument("--full", action="store_true",
+                        help=f"the studies' size ({FULL}, figures, runs shared with the study scripts) instead of "
+                             f"the default {QUICK}")
+    parser.add_argument("--steps", type=int, help="steps per run (default 100)")
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="learning rate (default 5e-4)")
-    parser.add_argument("--probe-size", type=int, default=DEFAULTS["probe_size"], help="instances per probe")
-    parser.add_argument("--record-every", type=int, default=DEFAULTS["record_every"], help="record every k steps")
+    parser.add_argument("--probe-size", type=int, help="instances per probe (default 16; --full: 32)")
+    parser.add_argument("--record-every", type=int, help="record both views every k steps (default 3; --full: 1)")
     parser.add_argument("--model", default=DEFAULTS["model"], help="model (default tiny)")
-    parser.add_argument("--out", type=Path, default=OUT_ROOT, help=f"study output root (default {OUT_ROOT})")
+    parser.add_argument("--out", type=Path,
+                        help=f"study output root (default {OUT_ROOT / 'quick'}; --full: {OUT_ROOT})")
+    parser.add_argument("--figures", action="store_true", help="draw the studies' figures (always with --full)")
     parser.add_argument("--claims", type=Path, default=CLAIMS_FILE, help=f"where to write (default {CLAIMS_FILE})")
     parser.add_argument("--fresh", action="store_true", help="retrain every run instead of reusing finished ones")
-    return parser.parse_args(argv)
+    parser.add_argument("--note", default="", help="a sentence for CLAIMS.md's header (e.g. which build of the model)")
+    args = parser.parse_args(argv)
+    size = FULL if args.full else QUICK
+    for key, value in size.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.out = args.out or (OUT_ROOT if args.full else OUT_ROOT / "quick")
+    args.figures = args.figures or args.full
+    return args
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -493,7 +519,7 @@ def main(argv: list[str] | None = None) -> Path:
     timings = {}
     for study in STUDIES:
         began = time.perf_counter()
-        found = load_study(study, settings, args.out, reuse=not args.fresh)
+        found = load_study(study, settings, args.out, reuse=not args.fresh, figures=args.figures)
         timings[study] = time.perf_counter() - began
         if study == "regularisers":
             runs |= {f"reg:{label}": run for label, run in found.items()}
@@ -507,7 +533,8 @@ def main(argv: list[str] | None = None) -> Path:
     for make in CLAIMS:
         made = make(runs)
         claims.extend(made if isinstance(made, list) else [made])
-    text = render(claims, runs, extra, settings, timings, time.perf_counter() - start)
+    command = "python analyses/claims.py" + (" --full" if args.full else "")
+    text = render(claims, runs, extra, settings, timings, time.perf_counter() - start, command, args.note)
     args.claims.write_text(text, encoding="utf-8")
     print(text)
     print(f"claims: wrote {args.claims} in {time.perf_counter() - start:.0f} s")
@@ -515,17 +542,19 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 def render(claims: list[Claim], runs: dict[str, Any], extra: dict[str, Any], settings: dict[str, Any],
-           timings: dict[str, float], seconds: float) -> str:
+           timings: dict[str, float], seconds: float, command: str = "python analyses/claims.py",
+           note: str = "") -> str:
     counts = {v: sum(c.verdict == v for c in claims) for v in (REPRODUCED, CONTRADICTED, CANNOT_TELL)}
     header = [
         "# Which findings of Wang et al. (ICLR 2025) the toy reproduces", "",
-        "Written by `python analyses/claims.py` from the runs of the five studies in `analyses/` "
-        f"(model `{settings['model']}`, forget split `{settings['forget']}`, {settings['steps']} AdamW steps at lr "
+        f"Written by `{command}` from the runs of the five studies in `analyses/` "
+        f"(model `{settings['model']}` (weights sha256 {model_fingerprint(settings['model'])[:12] or 'n/a'}), forget split `{settings['forget']}`, {settings['steps']} AdamW steps at lr "
         f"{settings['lr']:g}, batch {settings['batch_size']}, both views recorded every {settings['record_every']} "
         f"step(s) on probes of {settings['probe_size']} forget and retain instances). Each verdict follows the rule "
         "in its row, implemented in `analyses/claims.py`; nothing here is edited by hand. A probe's risk "
         f"\"moved\" when its per-instance changes are shifted (one-sided Wilcoxon p < 0.05) by at least "
-        f"{MIN_RISK_CHANGE:g} nats. Risks are mean per-token NLL of the answers, in nats.", "",
+        f"{MIN_RISK_CHANGE:g} nats. Risks are mean per-token NLL of the answers, in nats."
+        + (f" {note}" if note else ""), "",
         f"Verdicts: {counts[REPRODUCED]} reproduced, {counts[CONTRADICTED]} contradicted, "
         f"{counts[CANNOT_TELL]} cannot tell.", "",
         "| # | finding (Wang et al., our reading) | the toy's numbers | rule | verdict |",
@@ -533,8 +562,8 @@ def render(claims: list[Claim], runs: dict[str, Any], extra: dict[str, Any], set
     ]
     rows = [f"| {i} | {c.finding} | {c.numbers} | {c.rule} | **{c.verdict}** |" for i, c in enumerate(claims, 1)]
     timing = ["## Time", "", f"{seconds / 60:.1f} minutes in all on this machine "
-              "(per study, including figures: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
-              + "; reused runs cost only their figures)."]
+              "(per study, with its tables and any figures: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
+              + "; a reused run costs only its tables and figures)."]
     return "\n".join(header + rows + ["", tnpo_section(runs, extra), "", views_section(
         {k: v for k, v in runs.items()}), "", *timing]) + "\n"
 

@@ -112,7 +112,7 @@ def model_fingerprint(model: str) -> str:
     from other weights under the same name (a rebuilt ``tiny``) must not be reused."""
     from geffect.models.loading import resolve
 
-    folder = Path(resolve(model))
+    folder = Path(resolve(model).location)
     if not folder.is_dir():
         return ""
     digest = hashlib.sha256()
@@ -255,14 +255,15 @@ def save_figures(runs: Mapping[str, Any], folder: Path) -> pd.DataFrame:
     return legibility
 
 
-def write_study(runs: Mapping[str, Any], folder: Path) -> pd.DataFrame:
-    """Write the study's CSVs and PNGs into ``folder``; returns the summary table."""
+def write_study(runs: Mapping[str, Any], folder: Path, figures: bool = True) -> pd.DataFrame:
+    """Write the study's CSVs (and, with ``figures``, its PNGs) into ``folder``; returns the summary table."""
     layer_step_table(runs).to_csv(folder / "layer_step.csv", index=False)
     layer_totals_table(runs).to_csv(folder / "layer_totals.csv", index=False)
     cumulative_table(runs).to_csv(folder / "cumulative.csv", index=False)
     summary = summary_table(runs)
     summary.to_csv(folder / "summary.csv", index=False)
-    save_figures(runs, folder)
+    if figures:
+        save_figures(runs, folder)
     return summary
 
 
@@ -270,9 +271,9 @@ def write_study(runs: Mapping[str, Any], folder: Path) -> pd.DataFrame:
 
 
 def parse_settings(description: str, argv: Sequence[str] | None = None,
-                   defaults: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], Path | None, bool]:
+                   defaults: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], Path | None, bool, bool]:
     """Shared command-line options: run settings (``defaults`` over :data:`DEFAULTS`), the output
-    root and whether to reuse finished runs."""
+    root, whether to reuse finished runs and whether to draw the figures."""
     values = {**DEFAULTS, **(defaults or {})}
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", default=values["model"], help="model name or HF directory (default tiny)")
@@ -286,23 +287,24 @@ def parse_settings(description: str, argv: Sequence[str] | None = None,
     parser.add_argument("--out", type=Path, help=f"output root (default {OUT_ROOT})")
     parser.add_argument("--reuse", action="store_true",
                         help="keep finished runs whose config matches these settings instead of retraining them")
+    parser.add_argument("--no-figures", action="store_true", help="write the CSV tables only (no PNGs)")
     args = parser.parse_args(argv)
     settings = dict(model=args.model, forget=args.forget, steps=args.steps, probe_size=args.probe_size,
                     batch_size=args.batch_size, lr=args.lr, record_every=args.record_every, progress=False)
-    return settings, args.out, args.reuse
+    return settings, args.out, args.reuse, not args.no_figures
 
 
 def main(study: str, variants: Sequence[Variant], description: str, argv: Sequence[str] | None = None,
          defaults: Mapping[str, Any] | None = None) -> Path:
     """Run ``variants`` and write the study into ``<out root>/<study>``; returns that folder."""
-    settings, root, reuse = parse_settings(description, argv, defaults)
+    settings, root, reuse, figures = parse_settings(description, argv, defaults)
     folder = (root or OUT_ROOT) / study
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     print(f"{study}: {len(variants)} objectives, {settings['steps']} steps each, "
           f"probes of {settings['probe_size']} instances", flush=True)
     runs = run_variants(variants, folder, settings, reuse)
-    summary = write_study(runs, folder)
+    summary = write_study(runs, folder, figures)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(summary.round(4).to_string(index=False))
     print(f"{study}: wrote {folder} in {time.perf_counter() - start:.0f} s")

@@ -68,3 +68,16 @@ def test_damage_verdict_thresholds(claims):
     assert claims.damage_verdict(0.8) == claims.REPRODUCED
     assert claims.damage_verdict(0.81) == claims.CANNOT_TELL
     assert claims.damage_verdict(1.0) == claims.CONTRADICTED
+
+
+def test_model_fingerprint_follows_the_weights(claims, tmp_path):
+    """A rebuilt model under the same folder gets another fingerprint, so its old runs are not reused."""
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"old weights")
+    (tmp_path / "notes.txt").write_text("not part of the model")
+    before = claims.model_fingerprint(str(tmp_path))
+    assert len(before) == 64
+    (tmp_path / "notes.txt").write_text("edited")
+    assert claims.model_fingerprint(str(tmp_path)) == before
+    (tmp_path / "model.safetensors").write_bytes(b"new weights")
+    assert claims.model_fingerprint(str(tmp_path)) != before
