@@ -16,6 +16,10 @@ class DamagedRunError(InputError):
     """A file of a run directory cannot be read (truncated, corrupt, not what geffect wrote)."""
 
 
+class ObjectiveError(InputError):
+    """A user's objective cannot be used: the message names the function and what was expected."""
+
+
 class RunInUseError(InputError):
     """Another live process holds the run directory."""
 

@@ -49,7 +49,7 @@ def test_demo_runs_a_study_and_writes_the_report(tmp_path: Path, capsys) -> None
 
 def test_demo_rejects_unknown_objectives(capsys) -> None:
     assert main(["demo", "--objectives", "ga,nope"]) == 2
-    assert "unknown objective(s) nope" in capsys.readouterr().err
+    assert "unknown objective 'nope'" in capsys.readouterr().err
 
 
 def test_demo_reports_a_missing_model(tmp_path: Path, capsys, monkeypatch) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from geffect.cli import UserError
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -14,7 +12,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="compare runs in one table",
         description="Summarise run directories side by side: status, steps, seconds, final loss, mean probe "
                     "risks before and after, cumulative G-effect per probe, and evaluation metrics when "
-                    "`geffect evaluate` has written them. Writes compare.csv and compare.md to --out.",
+                    "`geffect evaluate` has written them. Writes compare.csv and compare.md to --out. A run that "
+                    "cannot be read (damaged files) is named on stderr and left out.",
     )
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
     parser.add_argument("--out", default="geffect-compare", metavar="DIR",
@@ -23,12 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from geffect.training.summary import compare, to_markdown
+    import pandas as pd
 
-    try:
-        table = compare([Path(p) for p in args.runs])
-    except FileNotFoundError as err:
-        raise UserError(str(err)) from None
+    from geffect.cli.runs import read_each
+    from geffect.training.summary import summarize, to_markdown
+
+    table = pd.DataFrame(read_each(args.runs, summarize, "compare"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "compare.csv", index=False)

@@ -8,10 +8,11 @@ the TOFU metrics, and writes ``geffect.report`` into ``--out``. No build, no net
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-from geffect.cli import UserError
+from geffect.cli import EXIT_DIVERGED, EXIT_DONE, UserError
 
 DEFAULT_OBJECTIVES = "ga,npo,wga"
 
@@ -36,21 +37,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     import geffect
     from geffect.errors import InputError
+    from geffect.objectives.loading import load_objective
 
     start = time.perf_counter()
     out = Path(args.out)
     names = [name.strip() for name in args.objectives.split(",") if name.strip()]
-    known = set(geffect.list_objectives())
-    unknown = [name for name in names if name not in known]
-    if unknown:
-        raise UserError(f"unknown objective(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    for name in names:
+        load_objective(name)  # a name or path:function that does not resolve stops here, in one line
     runs = []
     for name in names:
         print(f"[demo] unlearning {args.forget} from {args.model!r} with {name} ({args.steps} steps)")
         try:
             lr = {} if args.lr is None else {"lr": args.lr}
             run = geffect.unlearn(name, model=args.model, forget=args.forget, steps=args.steps,
-                                  out=out / "runs" / name, **lr)
+                                  out=out / "runs" / Path(name.rpartition(":")[2]).name, **lr)
         except (InputError, FileNotFoundError) as err:
             raise UserError(str(err)) from err
         if args.eval_examples > 0:
@@ -60,4 +60,8 @@ def run_demo(args: argparse.Namespace) -> int:
         runs.append(run)
     page = geffect.report(runs, out)
     print(f"[demo] done in {time.perf_counter() - start:.0f} s; report: {Path(page).resolve()}")
-    return 0
+    diverged = [run.name for run in runs if run.status == "diverged"]
+    if diverged:
+        print(f"[demo] diverged: {', '.join(diverged)}", file=sys.stderr)
+        return EXIT_DIVERGED
+    return EXIT_DONE

@@ -7,8 +7,9 @@ as one line naming the function and what was expected (see ``geffect.reporting.n
 from __future__ import annotations
 
 import argparse
+import sys
 
-from geffect.cli import UserError
+from geffect.cli import EXIT_DIVERGED, EXIT_DONE, UserError
 from geffect.cli.options import add_run_options, run_settings
 
 
@@ -42,8 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from geffect.errors import InputError
-    from geffect.reporting.new_objective import ObjectiveError, diagnose
+    import pandas as pd
+
+    from geffect.reporting.new_objective import diagnose
+    from geffect.reporting.report import SUMMARY_FILE
 
     if args.no_progress:
         from transformers.utils import logging as hf_logging
@@ -56,7 +59,13 @@ def run(args: argparse.Namespace) -> int:
         path = diagnose(args.objective, baselines, out=args.out, hparams=hparams, name=args.name,
                         evaluate=args.evaluate, eval_examples=args.eval_examples, reuse=not args.no_reuse,
                         progress=not args.no_progress, **fields)
-    except (InputError, ObjectiveError, FileNotFoundError) as err:
+    except FileNotFoundError as err:
         raise UserError(str(err).splitlines()[0]) from None
     print(path)
-    return 0
+    summary = pd.read_csv(path.parent / SUMMARY_FILE)
+    diverged = summary.loc[summary["status"] == "diverged", "run"].tolist()
+    if diverged:
+        print(f"diverged: {', '.join(map(str, diverged))} (their records stop at the non-finite step; see the report)",
+              file=sys.stderr)
+        return EXIT_DIVERGED
+    return EXIT_DONE

@@ -38,8 +38,12 @@ def run(args: argparse.Namespace) -> int:
                                   progress=not args.no_progress)
     except (InputError, FileNotFoundError) as err:
         raise UserError(str(err).splitlines()[0]) from None
+    undefined = metrics.pop("undefined", [])
     width = max(len(k) for k in metrics)
     for key, value in metrics.items():
         print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    if undefined:
+        print(f"undefined (NaN): {', '.join(undefined)}: the model's answer likelihoods are not finite "
+              f"(run status {target.status!r})")
     print(f"written: {target.path / 'metrics.json'}")
     return 0

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-from geffect.cli import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,7 +10,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "report",
         help="write the HTML report of one or several run directories",
         description="Write a self-contained HTML report (figures embedded), the figures as PNG and "
-                    "summary.csv for the given run directories (written by `geffect unlearn`).",
+                    "summary.csv for the given run directories (written by `geffect unlearn`). A run that cannot "
+                    "be read (damaged files) is named on stderr and left out.",
     )
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories to report on")
     parser.add_argument("--out", default="geffect-report", metavar="DIR",
@@ -24,12 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from geffect.reporting import as_runs, report
+    from geffect.cli.runs import read_each
+    from geffect.reporting import as_run, as_runs, report
 
-    try:
-        runs = as_runs([Path(path) for path in args.runs])
-    except (FileNotFoundError, ValueError) as err:
-        raise UserError(str(err)) from None
+    runs = as_runs(read_each(args.runs, as_run, "report"))
     path = report(runs, args.out, title=args.title, progress=not args.no_progress)
     print(path)
     return 0

@@ -95,8 +95,28 @@ def _tensor(batch: Mapping, key: str) -> torch.Tensor:
     return value
 
 
-def prepare_batch(batch: Mapping, reduction: str = "instance") -> ProbeBatch:
-    """Validate a probe batch and compute its targets and risk weights (see the module docstring)."""
+def check_token_ids(ids: torch.Tensor, vocab_size: int, what: str) -> None:
+    """Raise naming the first token id outside ``[0, vocab_size)`` (an index error deep in the model otherwise)."""
+    bad = (ids < 0) | (ids >= vocab_size)
+    if bool(bad.any()):
+        where = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"{what} holds token id {int(ids[where])} at {where}, outside the model's vocabulary "
+                         f"of {vocab_size} ids (is the batch encoded with this model's tokenizer?)")
+
+
+def vocabulary_size(model: torch.nn.Module) -> int | None:
+    """Rows of the model's input embedding, or None when it does not say."""
+    try:
+        return int(model.get_input_embeddings().num_embeddings)
+    except (AttributeError, NotImplementedError, TypeError):
+        return None
+
+
+def prepare_batch(batch: Mapping, reduction: str = "instance", vocab_size: int | None = None) -> ProbeBatch:
+    """Validate a probe batch and compute its targets and risk weights (see the module docstring).
+
+    ``vocab_size`` (the model's, see :func:`vocabulary_size`): token ids are checked against it.
+    """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     for key in ("input_ids", "labels"):
@@ -110,6 +130,11 @@ def prepare_batch(batch: Mapping, reduction: str = "instance") -> ProbeBatch:
         raise ValueError(f"batch shapes differ: input_ids {tuple(input_ids.shape)}, labels "
                          f"{tuple(labels.shape)}, attention_mask {tuple(mask.shape)}")
     size, length = input_ids.shape
+    if size == 0 or length == 0:
+        raise ValueError(f"the probe batch has no rows (input_ids of shape {tuple(input_ids.shape)})")
+    if vocab_size is not None:
+        check_token_ids(input_ids, vocab_size, "input_ids")
+        check_token_ids(labels.masked_fill(labels == IGNORE_INDEX, 0), vocab_size, "labels")
     labels = labels.to(input_ids.device)
     mask = mask.to(input_ids.device)
     if batch.get("position_ids") is not None:

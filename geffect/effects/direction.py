@@ -1,13 +1,16 @@
 """Directions ``v`` in parameter space: a name -> tensor mapping, or the parameters' current ``.grad``.
 
 Names are those of ``model.named_parameters()`` (a tied weight is listed once, under its first
-name). Trainable parameters missing from the mapping contribute zero.
+name). Trainable parameters missing from the mapping contribute zero, but a mapping that names
+none of them is an error (its effect would be zero by construction). Values are tensors or
+NumPy arrays (converted).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,6 +36,11 @@ def resolve_direction(model: nn.Module, direction: Direction) -> dict[str, torch
     for name, tensor in direction.items():
         if tensor is None:
             continue
+        if isinstance(tensor, np.ndarray):
+            tensor = torch.from_numpy(tensor)
+        if not torch.is_tensor(tensor):
+            raise TypeError(f"direction entry {name!r} is a {type(tensor).__name__}; expected a tensor "
+                            "(or a NumPy array) shaped like the parameter")
         if name not in params:
             raise ValueError(f"direction entry {name!r} is not a parameter of {type(model).__name__} "
                              "(use the names of model.named_parameters())")
@@ -44,6 +52,10 @@ def resolve_direction(model: nn.Module, direction: Direction) -> dict[str, torch
             raise ValueError(f"direction entry {name!r} has shape {tuple(tensor.shape)} but the parameter "
                              f"has shape {tuple(param.shape)}")
         resolved[name] = tensor.detach()
+    if not resolved:
+        raise ValueError("the direction names no parameter (an empty mapping, or only None values): its "
+                         "G-effect would be zero by construction; pass {name: tensor} for trainable parameters "
+                         "of model.named_parameters(), or 'grad'")
     return resolved
 
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from geffect.effects.batch import prepare_batch, target_nll
+from geffect.effects.batch import prepare_batch, target_nll, vocabulary_size
 from geffect.effects.groups import Site, check_granularity, find_sites, ordered_columns
 from geffect.effects.hooks import SiteHooks, tensor_leaves
 from geffect.effects.rules import Rule, rule_for
@@ -162,7 +162,7 @@ def pairwise_effect(model: nn.Module, loss_fn: Callable, forget_batch: Mapping, 
     columns = [index[site.column(granularity)] for site in sites]
     layer_of = {site.column(granularity): site.group for site in sites}
     device = model_device(model)
-    probe = prepare_batch(probe_batch, reduction).to(device)
+    probe = prepare_batch(probe_batch, reduction, vocabulary_size(model)).to(device)
     hooks = SiteHooks(sites)
     try:
         with measuring(model), torch.enable_grad():

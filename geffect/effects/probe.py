@@ -26,7 +26,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from geffect.effects.batch import REDUCTIONS, instance_risks, prepare_batch, target_nll
+from geffect.effects.batch import (
+    REDUCTIONS,
+    instance_risks,
+    prepare_batch,
+    target_nll,
+    vocabulary_size,
+)
 from geffect.effects.direction import Direction, resolve_direction, site_directions
 from geffect.effects.groups import Site, check_granularity, find_sites, ordered_columns
 from geffect.effects.hooks import SiteHooks, tensor_leaves
@@ -166,7 +172,7 @@ class EffectProbe:
             raise TypeError("directions must be a non-empty mapping of name -> direction")
         names = list(directions)
         per_site = [site_directions(self.sites, resolve_direction(self.model, directions[n])) for n in names]
-        probe = prepare_batch(batch, self.reduction).to(model_device(self.model))
+        probe = prepare_batch(batch, self.reduction, vocabulary_size(self.model)).to(model_device(self.model))
         values, risks = [], []
         chunks = list(probe.chunks(chunk_size))
         with measuring(self.model), torch.enable_grad():

@@ -21,7 +21,7 @@ import torch.autograd.forward_ad as fwAD
 from torch import nn
 from tqdm.auto import tqdm
 
-from geffect.effects.batch import ProbeBatch, prepare_batch, target_nll
+from geffect.effects.batch import ProbeBatch, prepare_batch, target_nll, vocabulary_size
 from geffect.effects.direction import Direction, resolve_direction, site_directions
 from geffect.effects.groups import Site, check_granularity, find_sites, ordered_columns
 from geffect.effects.hooks import SiteHooks
@@ -112,7 +112,7 @@ def token_effect(model: nn.Module, direction: Direction, batch: Mapping, granula
     columns = ordered_columns(sites, granularity) if granularity else [None]
     members = {c: {s.index for s in sites if c is None or s.column(granularity) == c} for c in columns}
     layer_of = {s.column(granularity): s.group for s in sites} if granularity else {}
-    probe = prepare_batch(batch).to(model_device(model))
+    probe = prepare_batch(batch, vocab_size=vocabulary_size(model)).to(model_device(model))
     hooks = SiteHooks(sites)
     frames = []
     try:

@@ -19,6 +19,10 @@ tokens + EOS), so that exp(-n) = P(a|q)^(1/|a|) is the length-normalised probabi
   ratios of the unlearned model and of the retain model on the forget split;
 * model utility: harmonic mean of the probability, ROUGE-L and truth-ratio scores on
   the retain, world-facts (and real-authors, when present) splits.
+
+Ratios of probabilities are computed from NLLs in log space, so a model whose likelihoods
+underflow (e.g. after a diverged run) still gets well-defined scores; a NaN NLL (the model's
+logits overflowed) gives NaN for exactly the quantities that depend on it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+from scipy.special import logsumexp
 from scipy.stats import hmean, ks_2samp
 
 __all__ = [
@@ -66,8 +71,7 @@ def multiple_choice_probability(correct_nll: Iterable[float], perturbed_nll: Rag
     """exp(-n(a)) / (exp(-n(a)) + Σ_j exp(-n(ã_j))) per question (TOFU's world-facts probability)."""
     correct = _vector(correct_nll, "correct_nll")
     rows = _rows(perturbed_nll, correct.size)
-    p = np.exp(-correct)
-    return np.array([pi / (pi + np.exp(-row).sum()) for pi, row in zip(p, rows)])
+    return np.array([np.exp(-a - logsumexp(-np.concatenate([[a], row]))) for a, row in zip(correct, rows)])
 
 
 def truth_ratio(base_nll: Iterable[float], perturbed_nll: Ragged, mean: str = "geometric") -> np.ndarray:
@@ -80,18 +84,18 @@ def truth_ratio(base_nll: Iterable[float], perturbed_nll: Ragged, mean: str = "g
     rows = _rows(perturbed_nll, base.size)
     if mean == "geometric":
         return np.array([np.exp(b - row.mean()) for b, row in zip(base, rows)])
-    if mean == "arithmetic":
-        return np.array([np.exp(-row).mean() / np.exp(-b) for b, row in zip(base, rows)])
+    if mean == "arithmetic":  # log R = log mean_j exp(-n(ã_j)) + n(â)
+        return np.array([np.exp(logsumexp(-row) - np.log(row.size) + b) for b, row in zip(base, rows)])
     raise ValueError(f"mean must be 'geometric' or 'arithmetic', got {mean!r}")
 
 
 def truth_ratio_score(ratios: Iterable[float], split: str) -> float:
-    """Mean min(R, 1/R) for ``split="forget"``, mean max(0, 1 - R) for ``split="utility"``."""
+    """Mean min(R, 1/R) for ``split="forget"``, mean max(0, 1 - R) for ``split="utility"`` (NaN if any R is)."""
     r = _vector(ratios, "ratios")
-    if np.any(r < 0) or np.any(np.isnan(r)):
+    if np.any(r < 0):
         raise ValueError("truth ratios must be non-negative numbers")
     if split == "forget":
-        with np.errstate(divide="ignore"):  # R = 0 or inf (underflow) scores 0, as the limit
+        with np.errstate(divide="ignore", invalid="ignore"):  # R = 0 or inf scores 0, as the limit
             return float(np.minimum(r, 1.0 / r).mean())
     if split == "utility":
         return float(np.maximum(0.0, 1.0 - r).mean())
@@ -109,8 +113,10 @@ def forget_quality(unlearned_ratios: Iterable[float], retain_ratios: Iterable[fl
 
 
 def model_utility(scores: Iterable[float]) -> float:
-    """Harmonic mean of non-negative scores (0 if any score is 0, as TOFU's hmean gives)."""
+    """Harmonic mean of non-negative scores (0 if any score is 0, as TOFU's hmean gives; NaN if any is NaN)."""
     values = _vector(scores, "scores")
+    if np.any(np.isnan(values)):
+        return float("nan")
     if np.any(values < 0) or not np.all(np.isfinite(values)):
         raise ValueError(f"model utility needs finite non-negative scores, got {values.tolist()}")
     if np.any(values == 0):

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from geffect.errors import ObjectiveError
+
 __all__ = [
     "ObjectiveOutput",
     "ObjectiveSpec",
@@ -156,10 +158,11 @@ class ObjectiveSpec:
             kwargs[_REF] = ref_model
         out = self.fn(model, forget, **kwargs)
         if not isinstance(out, ObjectiveOutput):
-            raise TypeError(f"objective {self.name!r} returned {type(out).__name__}, expected ObjectiveOutput")
+            raise ObjectiveError(f"objective {self.name!r} returned {type(out).__name__}, expected ObjectiveOutput")
         if not torch.is_tensor(out.loss) or out.loss.dim() != 0:
-            raise ValueError(f"objective {self.name!r} must return a scalar tensor loss, "
-                             f"got {getattr(out.loss, 'shape', type(out.loss))}")
+            raise ObjectiveError(f"objective {self.name!r} must return a scalar tensor loss, "
+                                 f"got {getattr(out.loss, 'shape', type(out.loss))}")
+        check_parts(self.name, out.parts)
         return out
 
     def summary(self) -> str:
@@ -190,6 +193,18 @@ class ObjectiveSpec:
         if doc:
             lines += ["", textwrap.indent(doc, "  ")]
         return "\n".join(lines)
+
+
+def check_parts(name: str, parts: Mapping[str, Any]) -> None:
+    """Raise :class:`ObjectiveError` unless every loss part is a number or a one-element tensor."""
+    for part, value in parts.items():
+        if torch.is_tensor(value):
+            if value.numel() != 1:
+                raise ObjectiveError(f"objective {name!r}: loss part {part!r} must be a scalar, got a tensor of "
+                                     f"shape {tuple(value.shape)}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ObjectiveError(f"objective {name!r}: loss part {part!r} must be a number or a scalar tensor, "
+                                 f"got {type(value).__name__} {value!r:.40}")
 
 
 _REGISTRY: dict[str, ObjectiveSpec] = {}

@@ -23,13 +23,9 @@ no source string is ever executed).
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import inspect
 import math
 import re
 import shutil
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,78 +35,20 @@ if TYPE_CHECKING:  # torch and the trainer load on first use, so ``import geffec
 
     from geffect.training.config import UnlearnConfig
 
+from geffect.errors import InputError, ObjectiveError
+
 __all__ = ["DEFAULT_BASELINES", "ObjectiveError", "check_objective", "diagnose", "load_objective"]
 
 DEFAULT_BASELINES = ("ga", "npo", "wga")
 RUNS_DIR = "runs"
-_USER_MODULE_PREFIX = "_geffect_user_"
-
-
-class ObjectiveError(ValueError):
-    """The user's objective cannot be used: the message names the function and what was expected."""
-
-
-# -- loading ------------------------------------------------------------------------------------------
 
 
 def load_objective(ref: str) -> Callable[..., Any]:
-    """The objective function named by ``ref``.
+    """The objective function named by ``ref`` (``geffect.objectives.loading.load_objective``, imported
+    on first use so that ``import geffect.reporting`` does not import torch)."""
+    from geffect.objectives.loading import load_objective as load
 
-    ``ref`` is ``"path/to/module.py:function"`` (the file is imported as a module),
-    ``"package.module:function"`` (an importable module) or a registered objective name.
-    ``function`` may be dotted (``Class.method``). Raises :class:`ObjectiveError` saying what
-    could not be found.
-    """
-    source, sep, attr = ref.rpartition(":")
-    if not sep:
-        from geffect.objectives import get_objective, list_objectives
-
-        if ref in list_objectives():
-            return get_objective(ref).fn
-        raise ObjectiveError(f"{ref!r} is neither 'path/to/module.py:function', 'package.module:function' "
-                             f"nor a registered objective ({', '.join(list_objectives())})")
-    if not source or not attr:
-        raise ObjectiveError(f"{ref!r}: expected 'path/to/module.py:function' with both parts given")
-    module = _import_file(Path(source)) if _looks_like_path(source) else _import_module(source)
-    value: Any = module
-    for part in attr.split("."):
-        if not hasattr(value, part):
-            found = sorted(n for n, v in vars(module).items() if inspect.isfunction(v) and not n.startswith("_"))
-            raise ObjectiveError(f"{source!r} has no {attr!r}; functions defined there: {', '.join(found) or 'none'}")
-        value = getattr(value, part)
-    if not callable(value):
-        raise ObjectiveError(f"{ref!r} is a {type(value).__name__}, not a function")
-    return value
-
-
-def _looks_like_path(source: str) -> bool:
-    return source.endswith(".py") or "/" in source or "\\" in source or Path(source).is_file()
-
-
-def _import_file(path: Path) -> Any:
-    """Import the Python file ``path`` as a fresh module (re-importing picks up edits)."""
-    path = path.expanduser().resolve()
-    if not path.is_file():
-        raise ObjectiveError(f"no such Python file: {str(path)!r}")
-    name = _USER_MODULE_PREFIX + re.sub(r"\W", "_", path.stem)
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ObjectiveError(f"cannot import {str(path)!r} as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # so that dataclasses, pickling and tracebacks can find it
-    try:
-        spec.loader.exec_module(module)
-    except Exception as err:
-        sys.modules.pop(name, None)
-        raise ObjectiveError(f"importing {str(path)!r} failed: {type(err).__name__}: {err}") from err
-    return module
-
-
-def _import_module(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError as err:
-        raise ObjectiveError(f"cannot import module {name!r}: {err}") from err
+    return load(ref)
 
 
 # -- validation -----------------------------------------------------------------------------------------
@@ -168,6 +106,7 @@ def _check_output(name: str, out: Any, batch_size: int) -> None:
     import torch
 
     from geffect.objectives import ObjectiveOutput
+    from geffect.objectives.registry import check_parts
 
     if torch.is_tensor(out):
         raise ObjectiveError(f"objective {name!r} returned a bare {tuple(out.shape)} tensor; expected an "
@@ -187,12 +126,10 @@ def _check_output(name: str, out: Any, batch_size: int) -> None:
     if not math.isfinite(float(loss.detach())):
         raise ObjectiveError(f"objective {name!r}: the loss is {float(loss.detach())} at step 0 (before any "
                              "update); expected a finite value")
+    check_parts(name, out.parts)
     for part, value in out.parts.items():
         if torch.is_tensor(value):
             value = value.detach()
-        if torch.is_tensor(value) and value.numel() != 1:
-            raise ObjectiveError(f"objective {name!r}: loss part {part!r} must be a scalar, got a tensor of "
-                                 f"shape {tuple(value.shape)}")
         if not math.isfinite(float(value)):
             raise ObjectiveError(f"objective {name!r}: loss part {part!r} is {float(value)} at step 0; "
                                  "expected a finite value")
@@ -279,12 +216,15 @@ def _reusable(folder: Path, objective: str, settings: Mapping[str, Any]):
 
 
 def _clear(folder: Path) -> None:
-    """Remove a previous run of the user's objective (only if it is a geffect run directory)."""
+    """Remove a previous run of the user's objective (only a geffect run directory no live process holds)."""
+    from geffect.training.claim import claim_run_dir
+
     if not folder.exists():
         return
     if not (folder / "config.yaml").is_file():
         raise ObjectiveError(f"{str(folder)!r} exists and is not a geffect run directory; choose another out=")
-    shutil.rmtree(folder)
+    with claim_run_dir(folder, resume=True):  # refused while a live run writes there
+        shutil.rmtree(folder)
 
 
 def diagnose(fn: Callable[..., Any] | str, baselines: Sequence[str] = DEFAULT_BASELINES, model: str = "tiny",
@@ -305,7 +245,6 @@ def diagnose(fn: Callable[..., Any] | str, baselines: Sequence[str] = DEFAULT_BA
     the report. ``epochs=`` (an ``UnlearnConfig`` field) replaces ``steps``.
     """
     import geffect
-    from geffect.training import ConfigError
 
     if isinstance(fn, str):
         fn = load_objective(fn)
@@ -326,7 +265,7 @@ def diagnose(fn: Callable[..., Any] | str, baselines: Sequence[str] = DEFAULT_BA
     try:
         runs[label] = geffect.unlearn(fn, out=runs_dir / label, hparams=dict(hparams or {}), progress=progress,
                                       **shared)
-    except ConfigError:
+    except InputError:
         raise
     except Exception as err:
         raise ObjectiveError(f"objective {spec.name!r} failed while unlearning (run {str(runs_dir / label)!r}): "

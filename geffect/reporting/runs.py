@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from geffect.errors import DamagedRunError, one_line
 from geffect.schema import EFFECT_COLUMNS
 
 RISK_COLUMNS = ("step", "probe", "instance", "risk", "risk_after", "predicted_change")
@@ -81,16 +82,24 @@ def check_columns(frame: pd.DataFrame, required: Iterable[str], what: str) -> pd
     return frame
 
 
+def _damaged(path: Path, read: Callable[[Path], Any]) -> Any:
+    """``read(path)``; any failure to read becomes a :class:`DamagedRunError` naming the file."""
+    try:
+        return read(path)
+    except Exception as err:  # pyarrow, yaml and json raise many types for truncated or corrupt files
+        raise DamagedRunError(f"{str(path)!r} is damaged: {one_line(err)}") from None
+
+
 def _read_parquet(path: Path) -> pd.DataFrame:
     """Read a parquet file or a directory of part files (hidden and temporary files skipped;
     parts may differ in columns, e.g. history loss parts), sorted by step; absent → empty."""
     if path.is_file():
-        return pd.read_parquet(path)
+        return _damaged(path, pd.read_parquet)
     parts = sorted(p for p in path.glob("*.parquet") if not p.name.startswith((".", "_"))) \
         if path.is_dir() else []
     if not parts:
         return pd.DataFrame()
-    frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    frame = pd.concat([_damaged(p, pd.read_parquet) for p in parts], ignore_index=True)
     return frame.sort_values("step", kind="stable", ignore_index=True) if "step" in frame else frame
 
 
@@ -101,9 +110,9 @@ def _read_texts(folder: Path) -> dict[str, pd.DataFrame]:
         return texts
     for file in sorted(folder.iterdir()):
         if file.suffix == ".jsonl":
-            frame = pd.read_json(file, lines=True)
+            frame = _damaged(file, lambda f: pd.read_json(f, lines=True))
         elif file.suffix == ".parquet":
-            frame = pd.read_parquet(file)
+            frame = _damaged(file, pd.read_parquet)
         else:
             continue
         texts[file.stem] = normalise_texts(frame, f"{file}")
@@ -156,16 +165,11 @@ def load_run_dir(path: str | Path, name: str | None = None) -> RunData:
             f"{str(folder)!r} has no {EFFECTS_FILE} records: is it a geffect run directory "
             "(written by geffect.unlearn / `geffect unlearn`) with at least one recorded step?"
         )
-    config: dict[str, Any] = {}
-    if (folder / CONFIG_FILE).exists():
-        config = yaml.safe_load((folder / CONFIG_FILE).read_text()) or {}
-    metrics: dict[str, Any] = {}
-    if (folder / METRICS_FILE).exists():
-        metrics = json.loads((folder / METRICS_FILE).read_text())
-    if (folder / STATUS_FILE).exists():
-        status = json.loads((folder / STATUS_FILE).read_text())
-        if isinstance(status, Mapping) and "status" in status:
-            config = {**config, "status": status["status"]}
+    config = _read_mapping(folder / CONFIG_FILE, yaml.safe_load)
+    metrics = _read_mapping(folder / METRICS_FILE, json.loads)
+    status = _read_mapping(folder / STATUS_FILE, json.loads)
+    if "status" in status:
+        config = {**config, "status": status["status"]}
     return _finish(
         RunData(
             name=name or objective_name(config.get("objective")) or folder.name,
@@ -179,6 +183,16 @@ def load_run_dir(path: str | Path, name: str | None = None) -> RunData:
         ),
         str(folder),
     )
+
+
+def _read_mapping(path: Path, parse: Callable[[str], Any]) -> dict[str, Any]:
+    """The mapping stored in a small text file (``{}`` if absent); DamagedRunError if it is not one."""
+    if not path.exists():
+        return {}
+    value = _damaged(path, lambda p: parse(p.read_text()) or {})
+    if not isinstance(value, Mapping):
+        raise DamagedRunError(f"{str(path)!r} is damaged: it holds a {type(value).__name__}, not a mapping")
+    return dict(value)
 
 
 def _finish(run: RunData, what: str) -> RunData:

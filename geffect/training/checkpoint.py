@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from geffect.errors import DamagedRunError, one_line
+
 CHECKPOINT_DIR = "checkpoints"
 PARAMS_FILE = "params.safetensors"
 STATE_FILE = "state.pt"
@@ -87,6 +89,17 @@ def save_checkpoint(run_dir: str | Path, step: int, params: dict[str, torch.Tens
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The (parameters, state) saved in checkpoint directory ``path``."""
+    """The (parameters, state) saved in checkpoint directory ``path`` (DamagedRunError if unreadable)."""
     path = Path(path)
-    return load_file(str(path / PARAMS_FILE)), torch.load(path / STATE_FILE, weights_only=True)
+    return _read(path / PARAMS_FILE, lambda f: load_file(str(f))), _read(path / STATE_FILE, _load_state)
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    return torch.load(path, weights_only=True)
+
+
+def _read(path: Path, load: Any) -> Any:
+    try:
+        return load(path)
+    except Exception as err:  # safetensors / torch.load raise several types for a truncated or corrupt file
+        raise DamagedRunError(f"checkpoint file {str(path)!r} is damaged: {one_line(err)}") from None

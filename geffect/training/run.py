@@ -143,12 +143,13 @@ class Run:
         """
         from geffect.tasks.context import run_suite
 
+        steps = self.info.get("step")  # a damaged run.json stops here, before any model loads
         if "retain_model" in kwargs:
             reference_model = kwargs.pop("retain_model")
         ctx = self.eval_context(reference_model, **kwargs)
         self._check_heldout(ctx)
         metrics = run_suite(self.model, self.tokenizer, ctx)
-        metrics = {**metrics, "objective": self.config.objective, "steps": self.info.get("step")}
+        metrics = {**metrics, "objective": self.config.objective, "steps": steps}
         write_json(self.path / METRICS_FILE, metrics)
         return metrics
 

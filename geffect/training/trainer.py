@@ -25,7 +25,6 @@ counter) is restored, so the final records equal those of an uninterrupted run.
 
 from __future__ import annotations
 
-import importlib
 import math
 import random
 import time
@@ -40,7 +39,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from geffect.errors import DamagedRunError, one_line
+from geffect.errors import ObjectiveError
 from geffect.training import checkpoint as ckpt
 from geffect.training.claim import claim_run_dir
 from geffect.training.companions import CompanionContext, build_companion
@@ -79,33 +78,27 @@ _SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": 
 
 
 def resolve_objective(objective: str | Callable[..., Any]):
-    """(spec, label): the objective's spec and the name the config stores for it.
+    """(spec, label): the objective's spec and the reference the config stores for it.
 
-    ``objective`` is a registered name, ``"package.module:function"``, or a function with the
-    objective signature (stored as ``module:qualname``).
+    ``objective`` is a registered name, ``"path/to/file.py:function"``, ``"package.module:function"``
+    or a function with the objective signature (see ``geffect.objectives.loading``).
     """
     from geffect.objectives import get_objective, list_objectives
     from geffect.objectives import resolve_objective as to_spec
+    from geffect.objectives.loading import load_objective, objective_reference
 
-    if callable(objective):
-        spec = to_spec(objective)
-        registered = spec.name in list_objectives() and get_objective(spec.name).fn is spec.fn
-        return spec, spec.name if registered else f"{objective.__module__}:{objective.__qualname__}"
-    if not isinstance(objective, str):
-        raise ConfigError(f"objective must be a name or a function, got {type(objective).__name__}")
-    if ":" in objective:
-        module_name, _, attr = objective.partition(":")
-        try:
-            fn = importlib.import_module(module_name)
-            for part in attr.split("."):
-                fn = getattr(fn, part)
-        except (ImportError, AttributeError) as err:
-            raise ConfigError(f"cannot import objective {objective!r}: {err}") from err
-        return to_spec(fn), objective
-    try:
+    if isinstance(objective, str) and objective in list_objectives():
         return get_objective(objective), objective
-    except KeyError as err:
-        raise ConfigError(err.args[0]) from None
+    if isinstance(objective, str):
+        objective = load_objective(objective)  # an ObjectiveError names what is missing
+    if not callable(objective):
+        raise ConfigError(f"objective must be a name or a function, got {type(objective).__name__}")
+    try:
+        spec = to_spec(objective)
+    except (TypeError, ValueError) as err:
+        raise ObjectiveError(str(err)) from None
+    registered = spec.name in list_objectives() and get_objective(spec.name).fn is spec.fn
+    return spec, spec.name if registered else objective_reference(objective)
 
 
 # -- entry point -------------------------------------------------------------------------------------
@@ -239,10 +232,7 @@ class Trainer:
         latest = ckpt.latest_checkpoint(self.run_dir) if resume else None
         if latest is not None:
             start, path = latest
-            try:
-                params, state = ckpt.load_checkpoint(path)
-            except Exception as err:  # safetensors / torch.load raise several types for a corrupt file
-                raise DamagedRunError(f"checkpoint {str(path)!r} is damaged: {one_line(err)}") from None
+            params, state = ckpt.load_checkpoint(path)
             load_trainable(self.model, params, str(path))
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
