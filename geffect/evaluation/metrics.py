@@ -37,6 +37,7 @@ __all__ = [
     "forget_quality",
     "model_utility",
     "multiple_choice_probability",
+    "name_undefined",
     "normalized_probability",
     "truth_ratio",
     "truth_ratio_score",
@@ -110,6 +111,13 @@ def forget_quality(unlearned_ratios: Iterable[float], retain_ratios: Iterable[fl
     """
     result = ks_2samp(_vector(unlearned_ratios, "unlearned_ratios"), _vector(retain_ratios, "retain_ratios"))
     return float(result.pvalue), float(result.statistic)
+
+
+def name_undefined(result: dict) -> dict:
+    """``result`` with ``"undefined"``: the keys whose value is a non-finite float (e.g. a diverged
+    model whose logits overflow), so that they are named beside the metrics that still stand."""
+    undefined = [k for k, v in result.items() if isinstance(v, float) and not np.isfinite(v)]
+    return {**result, "undefined": undefined} if undefined else result
 
 
 def model_utility(scores: Iterable[float]) -> float:

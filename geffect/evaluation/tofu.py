@@ -10,7 +10,6 @@ Unlearning for LLMs".
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -210,7 +209,4 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, world: Any = None, forget_s
             raise ValueError(f"retain truth ratios cover {reference.size} forget questions but {ratios.size} "
                              "were evaluated; compute both on the same questions (same max_examples)")
         result["forget_quality"], result["forget_ks_statistic"] = metrics.forget_quality(ratios, reference)
-    undefined = [k for k, v in result.items() if isinstance(v, float) and not math.isfinite(v)]
-    if undefined:  # e.g. a diverged model whose logits overflow: its other metrics still stand
-        result["undefined"] = undefined
-    return result
+    return metrics.name_undefined(result)

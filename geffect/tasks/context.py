@@ -102,13 +102,14 @@ def make_context(task: Task | str = "tofu", *, forget: str | None = None, retain
 
 def run_suite(model: Any, tokenizer: Any, ctx: EvalContext) -> dict[str, Any]:
     """Call the task's evaluation suite (the default one when it has none) and check what it returns."""
+    from geffect.evaluation.metrics import name_undefined
     from geffect.tasks.default_eval import default_evaluation
 
     fn = ctx.task.evaluate or default_evaluation
     result = fn(model, tokenizer, ctx)
     if not isinstance(result, dict):
         raise TypeError(f"task {ctx.task.name!r}: its evaluation returned {type(result).__name__}, expected a dict")
-    return {"task": ctx.task.name, **result}
+    return name_undefined({"task": ctx.task.name, **result})
 
 
 def evaluate_task(model: Any, tokenizer: Any, task: Task | str = "tofu", **context: Any) -> dict[str, Any]:
