@@ -179,7 +179,7 @@ def test_exception_marks_the_run_failed(tmp_path, monkeypatch):
 
 def test_clear_errors_before_training(tmp_path, monkeypatch):
     use_toy_model(monkeypatch)
-    with pytest.raises(ConfigError, match="unknown objective 'gax'"):
+    with pytest.raises(InputError, match="unknown objective 'gax'"):
         unlearn("gax", out=tmp_path / "a")
     with pytest.raises(InputError, match="no split 'forget11'"):
         unlearn("ga", forget="forget11", out=tmp_path / "b", progress=False)
