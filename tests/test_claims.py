@@ -81,3 +81,48 @@ def test_model_fingerprint_follows_the_weights(claims, tmp_path):
     assert claims.model_fingerprint(str(tmp_path)) == before
     (tmp_path / "model.safetensors").write_bytes(b"new weights")
     assert claims.model_fingerprint(str(tmp_path)) != before
+
+
+def with_effects(run, per_step: dict[tuple[str, str], np.ndarray], history: dict[str, np.ndarray] | None = None):
+    """Add whole-model effects (one layer, one instance) per (probe, direction) and a history table."""
+    rows = [(step, probe, 0, "block.0", direction, float(value))
+            for (probe, direction), values in per_step.items() for step, value in enumerate(values)]
+    run.effects = pd.DataFrame(rows, columns=["step", "probe", "instance", "layer", "direction", "value"])
+    steps = run.risks["step"].max() + 1
+    run.history = pd.DataFrame({"step": np.arange(steps), **(history or {})})
+    return run
+
+
+def bent_run(forget_rate: float, retain_rate: float, extra: float, knee: int = 5):
+    """linear_run whose retain risk rises ``extra`` nats per step faster (slower if < 0) from step ``knee`` on."""
+    run = linear_run(forget_rate, retain_rate)
+    rows = (run.risks["probe"] == "retain") & (run.risks["step"] >= knee)
+    steps = run.risks.loc[rows, "step"]
+    run.risks.loc[rows, "risk"] += extra * (steps - knee)
+    run.risks.loc[rows, "risk_after"] += extra * (steps - knee + 1)
+    return run
+
+
+def test_ga_damage_growth_compares_retain_per_forget_at_the_end_and_at_one_nat(claims):
+    ones = {(p, d): np.ones(10) for p in ("forget", "retain") for d in ("gradient", "update")}
+    growing = claims.claim_ga_damage_grows({"ga": with_effects(bent_run(0.5, 0.1, 0.4), ones)})
+    assert growing.verdict == claims.REPRODUCED, growing.numbers
+    assert growing.details["end"] >= 2 * growing.details["start"]
+    slowing = claims.claim_ga_damage_grows({"ga": with_effects(bent_run(0.5, 0.1, -0.08), ones)})
+    assert slowing.verdict == claims.CONTRADICTED, slowing.numbers
+    between = claims.claim_ga_damage_grows({"ga": with_effects(bent_run(0.5, 0.1, 0.1), ones)})
+    assert between.verdict == claims.CANNOT_TELL, between.numbers  # grows, but by less than 2 ×
+    short = with_effects(linear_run(0.1, 0.05), ones)  # 1 nat forgotten in all: too little to judge
+    assert claims.claim_ga_damage_grows({"ga": short}).verdict == claims.CANNOT_TELL
+
+
+def test_npo_fading_needs_both_the_weight_and_the_g_effect_to_fall(claims):
+    decay = np.exp(-np.arange(10) / 2.0)
+    fading = {("forget", "gradient"): -decay, ("forget", "update"): decay}
+    run = with_effects(linear_run(0.2, 0.02), fading, {"loss_npo_weight": decay})
+    assert claims.claim_npo_fades({"npo": run}).verdict == claims.REPRODUCED
+    flat = {("forget", "gradient"): -np.ones(10), ("forget", "update"): np.ones(10)}
+    run = with_effects(linear_run(0.2, 0.02), flat, {"loss_npo_weight": np.full(10, 0.95)})
+    assert claims.claim_npo_fades({"npo": run}).verdict == claims.CONTRADICTED
+    half = with_effects(linear_run(0.2, 0.02), fading, {"loss_npo_weight": np.linspace(1.0, 0.7, 10)})
+    assert claims.claim_npo_fades({"npo": half}).verdict == claims.CANNOT_TELL
