@@ -8,7 +8,7 @@ import pytest
 from test_training_support import world_tokenizer
 
 from geffect.data import encode_qa, encode_row, generation_prompt, row_kind
-from geffect.data.rows import RowKindError
+from geffect.data.rows import RowKindError, target_text
 from geffect.schema import IGNORE_INDEX
 
 CHAT_TEMPLATE = (
@@ -33,6 +33,14 @@ def test_row_kind_by_columns():
     assert row_kind(["question"]) == "qa"  # a half-present kind is that kind (its missing field is reported)
     with pytest.raises(RowKindError, match=r"no recognised row kind in columns \['body', 'title'\]"):
         row_kind(["title", "body"])
+
+
+def test_target_text_is_the_labelled_field_of_each_kind():
+    assert target_text({"question": "Q?", "answer": "A.", "paraphrased_answer": "B."}) == "A."
+    assert target_text({"prompt": "P", "response": "R", "text": "T"}) == "R"  # kinds in ROW_KINDS order
+    assert target_text({"text": "T", "source": "S"}) == "T"
+    with pytest.raises(RowKindError):
+        target_text({"title": "x"})
 
 
 def test_qa_rows_encode_exactly_as_encode_qa(tok):

@@ -67,6 +67,11 @@ def target_field(kind: str) -> str:
     return ROW_KINDS[kind][-1]
 
 
+def target_text(row: Mapping[str, Any]) -> str:
+    """The target of a row of any kind: its answer, response or text."""
+    return row[target_field(row_kind(row.keys()))]
+
+
 def _encode_prompt_response(tokenizer: Any, prompt: str, response: str,
                             max_length: int | None) -> dict[str, list[int]]:
     eos = _require_eos(tokenizer)

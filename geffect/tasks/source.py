@@ -15,7 +15,7 @@ from typing import Any
 
 from geffect.data.files import DATA_SUFFIXES, DataError, is_data_file, looks_like_hub_id
 from geffect.data.loader import load_rows
-from geffect.data.rows import ROW_KINDS, row_kind, target_field
+from geffect.data.rows import row_kind
 from geffect.data.sampling import holdout_indices
 from geffect.tasks.task import Task
 
@@ -144,11 +144,3 @@ class TaskData:
         if column is None:
             raise DataError(f"pool split {name!r} of the {view!r} view has no answer, response or text column")
         return list(data[column])
-
-
-def target_of(row: Row) -> str:
-    """The target text of a row of any kind (answer, response or text)."""
-    return row[target_field(row_kind(row.keys()))]
-
-
-__all__ = ["ROW_KINDS", "TaskData", "UnknownSplit", "target_of"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from geffect.data.rows import KIND_NAMES, row_kind, source_field, target_field
+from geffect.data.rows import KIND_NAMES, row_kind, source_field, target_field, target_text
 from geffect.data.sampling import sample_indices, stable_seed
 from geffect.tasks.source import TaskData
 from geffect.training.config import ConfigError, UnlearnConfig
@@ -247,7 +247,7 @@ class UnlearningData:
         self.forget = BatchStream(len(self.forget_rows), batch_size, seed, "forget")
         self.retain = (BatchStream(len(self.retain_rows), retain_batch_size or batch_size, seed, "retain")
                        if self.retain_rows else None)
-        retain_targets = [_target(row) for row in self.retain_rows]
+        retain_targets = [target_text(row) for row in self.retain_rows]
         self.pools = ViewPools(source.pool("idk") if "idk" in self.views else [],
                                source.pool("mismatch", retain_targets) if "mismatch" in self.views else retain_targets)
 
@@ -279,7 +279,7 @@ class UnlearningData:
         setattr(self, f"{stream}_ids", [r for i, r in enumerate(getattr(self, f"{stream}_ids")) if i not in picked])
         setattr(self, stream, BatchStream(len(kept), old.batch_size, self.seed, stream))
         if stream == "retain" and "mismatch" not in self.source.task.pools:  # mismatch answers: only trained rows
-            self.pools = ViewPools(self.pools.refusals, [_target(row) for row in kept])
+            self.pools = ViewPools(self.pools.refusals, [target_text(row) for row in kept])
         return self.encoder.batch(held)
 
     def retain_batch(self, draw: int, rank: int = 0, world_size: int = 1) -> Batch | None:
@@ -294,10 +294,6 @@ class UnlearningData:
         indices = sample_indices(len(rows), size, self.seed, name)
         picked = [rows[i] for i in indices]
         return ProbeSet(name, split, [ids[i] for i in indices], picked, self.encoder.batch(picked))
-
-
-def _target(row: Row) -> str:
-    return row[target_field(row_kind(row.keys()))]
 
 
 def to_device(batch: Batch | None, device: torch.device | str) -> Batch | None:
