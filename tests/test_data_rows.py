@@ -8,6 +8,7 @@ import pytest
 from test_training_support import world_tokenizer
 
 from geffect.data import encode_qa, encode_row, generation_prompt, row_kind
+from geffect.data.files import DataError
 from geffect.data.rows import RowKindError, target_text
 from geffect.schema import IGNORE_INDEX
 
@@ -100,3 +101,15 @@ def test_generation_prompts_per_kind(tok):
     whole = tok(text)["input_ids"]
     assert whole[: len(ids)] == ids and 1 < len(ids) < len(whole)
     assert (tok.decode(ids, skip_special_tokens=True) + " " + ref).split() == text.split()
+
+
+
+def test_a_row_with_no_predicted_label_is_refused_in_one_line(tok):
+    plain = copy.deepcopy(tok)
+    plain.add_bos_token = False  # GPT-2-style: no BOS, so nothing predicts a text's first token
+    assert len(plain("the")["input_ids"]) == 1
+    with pytest.raises(DataError, match=r"^text row 'the' leaves no token to learn: .*a text row needs two tokens"):
+        encode_row(plain, {"text": "the"})
+    assert labelled(encode_row(tok, {"text": "the"})) == tok("the", add_special_tokens=False)["input_ids"]  # BOS
+    two = encode_row(plain, {"text": "the river"})
+    assert two["labels"] == two["input_ids"] and len(two["input_ids"]) >= 2

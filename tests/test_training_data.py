@@ -122,3 +122,23 @@ def test_rmu_answer_positions_on_text_rows_are_every_position_that_predicts_a_te
     lengths = batch["attention_mask"].sum(1)
     for i, n in enumerate(lengths.tolist()):  # BOS .. second-to-last token predict text tokens; the last does not
         assert mask[i].tolist() == [True] * (n - 1) + [False] * (mask.shape[1] - n + 1)
+
+
+def test_a_text_row_with_no_token_to_learn_fails_in_setup_naming_split_and_row():
+    import copy
+
+    from geffect.data import DataError
+
+    plain = copy.deepcopy(world_tokenizer())
+    plain.add_bos_token = False  # nothing predicts a text's first token
+    rows = [{"text": "the river ran"}, {"text": "the"}, {"text": "the mill turned"}]
+    task = Task(name="short_texts", description="", forget="keep", splits={"keep": rows[::2], "short": rows})
+    with pytest.raises(DataError, match=r"^short, row 2: text row 'the' leaves no token to learn"):
+        UnlearningData(plain, TaskData(task), "keep", "short")
+    with pytest.raises(DataError, match=r"^short, row 2: "):
+        UnlearningData(plain, TaskData(task), "short", None)
+    assert len(UnlearningData(plain, TaskData(task), "keep", None).forget_rows) == 2
+    held = TaskData(task, holdout=0.34, seed=3, heldout={"short": "forget"})
+    assert held.heldout_ids("short") == [1]  # the short row is held out: it is still checked
+    with pytest.raises(DataError, match=r"^short, row 2: "):
+        UnlearningData(plain, held, "short", None)

@@ -26,6 +26,7 @@ from geffect.data.encoding import (
     encode_qa,
     fit_target,
 )
+from geffect.data.files import DataError
 from geffect.schema import IGNORE_INDEX
 
 # kind -> its required fields (source first, target last)
@@ -108,14 +109,22 @@ def encode_row(tokenizer: Any, row: Mapping[str, Any], max_length: int | None = 
     """``input_ids``, ``attention_mask`` and ``labels`` of one row of any kind (see the module docstring).
 
     ``max_length`` keeps at most that many positions, cutting the target's end (never the
-    prompt); it is the single place where geffect truncates a training or probe example.
+    prompt); it is the single place where geffect truncates a training or probe example. A row
+    left with no label a causal LM predicts (e.g. a one-token text under a tokenizer that adds
+    no BOS) raises :class:`~geffect.data.files.DataError`.
     """
     kind = row_kind(row.keys())
     if kind == "qa":
-        return encode_qa(tokenizer, row["question"], row["answer"], max_length)
-    if kind == "prompt":
-        return _encode_prompt_response(tokenizer, row["prompt"], row["response"], max_length)
-    return _encode_text(tokenizer, row["text"], max_length)
+        encoded = encode_qa(tokenizer, row["question"], row["answer"], max_length)
+    elif kind == "prompt":
+        encoded = _encode_prompt_response(tokenizer, row["prompt"], row["response"], max_length)
+    else:
+        encoded = _encode_text(tokenizer, row["text"], max_length)
+    if all(label == IGNORE_INDEX for label in encoded["labels"][1:]):  # position 0 is never predicted
+        hint = " (with a tokenizer that adds no BOS, a text row needs two tokens)" if kind == "text" else ""
+        raise DataError(f"{KIND_NAMES[kind]} row {row[target_field(kind)][:40]!r} leaves no token to learn: "
+                        f"every label is masked after the causal shift{hint}")
+    return encoded
 
 
 def generation_prompt(tokenizer: Any, row: Mapping[str, Any], prefix_fraction: float = 0.5) -> tuple[list[int], str]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from geffect.data.files import DataError
 from geffect.data.rows import KIND_NAMES, row_kind, source_field, target_field, target_text
 from geffect.data.sampling import sample_indices, stable_seed
 from geffect.tasks.source import TaskData
@@ -244,12 +245,30 @@ class UnlearningData:
         self.forget_rows, self.forget_ids = source.rows(forget)
         check_views_fit(self.views, source.split(forget).column_names, forget, "the run")
         self.retain_rows, self.retain_ids = source.rows(retain) if retain is not None else ([], [])
+        for split in (forget, retain) if retain is not None else (forget,):
+            self._check_text_rows(split)
         self.forget = BatchStream(len(self.forget_rows), batch_size, seed, "forget")
         self.retain = (BatchStream(len(self.retain_rows), retain_batch_size or batch_size, seed, "retain")
                        if self.retain_rows else None)
         retain_targets = [target_text(row) for row in self.retain_rows]
         self.pools = ViewPools(source.pool("idk") if "idk" in self.views else [],
                                source.pool("mismatch", retain_targets) if "mismatch" in self.views else retain_targets)
+
+    def _check_text_rows(self, split: str) -> None:
+        """Encode a text split's rows now (held-out ones too), so that one with no token to learn fails
+        in setup, named by row, rather than mid-run or in the evaluation.
+
+        Question/answer and prompt/response rows always keep a predicted label after their
+        non-empty prompt; a text row may not (one token under a tokenizer that adds no BOS).
+        """
+        data = self.source.split(split)
+        if row_kind(data.column_names) != "text":
+            return
+        for i, row in enumerate(data):
+            try:
+                self.encoder.encode(row)
+            except DataError as err:
+                raise DataError(f"{split}, row {i + 1}: {err}") from None
 
     def forget_batch(self, draw: int, rank: int = 0, world_size: int = 1) -> Batch:
         positions = shard(self.forget.positions(draw), rank, world_size)
