@@ -12,6 +12,7 @@ knows with the tasks' own evaluation suites, and save it as a Hugging Face folde
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -48,6 +49,20 @@ def tiny_config(tokenizer: Any, **overrides: Any) -> LlamaConfig:
 
 def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _rounded(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with floats rounded to 4 digits, nested dicts too, and undefined (NaN) numbers left out."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out[key] = _rounded(value)
+        elif isinstance(value, float):
+            if math.isfinite(value):
+                out[key] = round(value, 4)
+        else:
+            out[key] = value
+    return out
 
 
 def _load_tasks(tasks_dir: str | Path | None) -> dict[str, Any]:
@@ -87,11 +102,11 @@ def build_model(name: str, tokenizer: Any, world: Any, tasks_dir: str | Path | N
         "epochs_run": summary["epochs_run"],
         "final_loss": last["loss"],
         "final_exact": last["exact"],
-        "history": [{k: v for k, v in h.items() if k != "checked"} for h in summary["history"]],
+        "history": [_rounded(h) for h in summary["history"]],
         "train_seconds": round(summary["seconds"], 1),
         "train_cpu_seconds": round(train_cpu, 1),
-        "metrics": {k: round(v, 4) for k, v in measured.items()},
-        "forget_nll": {k: round(v, 4) for k, v in forget_nlls(model, tokenizer, world, tasks_dir).items()},
+        "metrics": _rounded(measured),
+        "forget_nll": _rounded(forget_nlls(model, tokenizer, world, tasks_dir)),
         "targets": check(measured, targets_for(name)),
         "bytes": _folder_bytes(out_dir),
     }
