@@ -42,6 +42,7 @@ def test_demo_runs_a_study_and_writes_the_report(tmp_path: Path, capsys) -> None
     page = out / "report.html"
     assert page.is_file() and str(page.resolve()) in printed
     assert printed.count("forget ROUGE-L") == 2
+    assert printed.count("first-step forget G-effect") == 2
     html = page.read_text()
     assert "npo" in html and "ga" in html and "data:image/png;base64" in html
     assert (out / "runs" / "ga" / "config.yaml").is_file()

@@ -46,6 +46,17 @@ def test_step_weights_and_cumulative():
     assert curve.index.tolist() == [0.0, 1.0, 2.0, 3.0] and curve.tolist() == [0.0, 1.0, 0.0, 0.5]
 
 
+def test_first_step_share_compares_the_first_record_with_the_largest(ga):
+    rows = [(step, "forget", i, layer, "gradient", value / 4)
+            for step, value in ((0, -0.02), (1, -2.0), (2, 1.0)) for i in range(2) for layer in ("embed", "block.0")]
+    effects = pd.DataFrame(rows, columns=["step", "probe", "instance", "layer", "direction", "value"])
+    # per step: mean over instances, summed over layers -> -0.01, -1.0, 0.5
+    assert tables.first_step_share(effects, "forget") == pytest.approx(0.01)
+    assert tables.first_step_share(ga.effects, "forget") == pytest.approx(1.0)  # planted: level until step 18, then 20x smaller
+    with pytest.raises(ValueError, match="no non-zero"):
+        tables.first_step_share(effects.assign(value=0.0), "forget")
+
+
 def test_step_windows_and_instance_windows(ga):
     labels = tables.step_windows([0, 1, 2, 3, 4], 2)
     assert labels == {0: "steps 0–2", 1: "steps 0–2", 2: "steps 0–2", 3: "steps 3–4", 4: "steps 3–4"}

@@ -73,6 +73,19 @@ def step_series(effects: pd.DataFrame, probe: str, direction: str = DIRECTION_GR
     return layer_step_matrix(effects, probe, direction).sum(axis=0).rename("value")
 
 
+def first_step_share(effects: pd.DataFrame, probe: str, direction: str = DIRECTION_GRADIENT) -> float:
+    """|whole-model effect at the first record| / its largest |value| over the run.
+
+    Near 0 means the run starts from vanishing gradients (a target memorised to zero loss)
+    and its effects only appear later, in a spike; the shipped ``tiny`` keeps GA's at ≥ 1 %.
+    """
+    series = step_series(effects, probe, direction)
+    largest = float(series.abs().max()) if len(series) else 0.0
+    if largest == 0.0:
+        raise ValueError(f"no non-zero {direction} effect recorded on probe {probe!r}")
+    return abs(float(series.iloc[0])) / largest
+
+
 def cumulative(series: pd.Series) -> pd.Series:
     """Running step-weighted sum of a per-step series (see module docstring)."""
     weights = step_weights(series.index).reindex(series.index)
