@@ -139,3 +139,41 @@ def test_the_configured_threshold_decides_what_is_forget_data(tmp_path):
     table = pd.read_csv(tmp_path / "rr" / "iter-01" / "reveal" / "completions.csv")
     kept = set(table["kept"].fillna(""))
     assert "forget" not in kept and "retain" in kept  # every completion scores under 1.5: clean
+
+
+def test_release_settings_and_the_model_are_checked_before_any_work(tmp_path, monkeypatch, capsys):
+    import geffect.models
+    from geffect.cli import main
+    from geffect.errors import InputError
+
+    def refuse(*_, **__):
+        raise AssertionError("a model was loaded before the settings were checked")
+
+    monkeypatch.setattr(geffect.models, "load", refuse)
+    out = tmp_path / "rr"
+    for settings, message in [({"lr": float("nan")}, "'lr' must be a finite number"),
+                              ({"run_settings": {"flush_evry": 2}}, r"unknown config field\(s\) \['flush_evry'\]"),
+                              ({"model": "Tiny"}, "did you mean 'tiny'")]:
+        with pytest.raises(InputError, match=message):
+            reveal_release("persons", out=out, progress=False, **settings)
+    assert main(["reveal-release", "--concept", "persons", "--out", str(out), "--lr", "inf"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'lr' must be a finite number, got inf" in err
+    assert not out.exists()
+
+
+def test_a_diverged_release_stops_the_procedure_and_exits_3(tmp_path, capsys):
+    from geffect.cli import main
+
+    out = tmp_path / "rr"
+    settings = ["--iterations", "2", "--rounds", "3", "--steps", "3", "--lr", "1e30", "--eval-examples", "4",
+                "--set", "k=2", "--set", "completions=8", "--set", "top_instructions=3", "--set", "max_new_tokens=20",
+                "--set", "probe_size=8", "--set", "batch_size=4", "--no-progress"]
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        code = main(["reveal-release", "--concept", "persons", "--out", str(out), *settings])
+    assert code == 3
+    result = RevealRelease(out)
+    assert result.status == "diverged" and result.info["iterations"] == 0
+    assert "iteration 1: the release run" in result.info["message"] and [r.status for r in result.runs] == ["diverged"]
+    assert "status: diverged" in capsys.readouterr().out
+    assert main(["reveal-release", "--out", str(out), "--resume", "--no-progress"]) == 3  # nothing redone

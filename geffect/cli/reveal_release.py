@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from geffect.cli import UserError
+from geffect.cli import EXIT_DIVERGED, EXIT_DONE, UserError
 from geffect.cli.options import parse_pairs
 
 # flag -> (RevealReleaseConfig field, type, help)
@@ -68,4 +68,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"stopped: {result.info['message']}")
     if not summary.empty:
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    return 0
+    return EXIT_DIVERGED if result.status == "diverged" else EXIT_DONE

@@ -119,6 +119,19 @@ class RevealReleaseConfig:
                                                    "lora", "lora_stack", "steps", "lr", "batch_size", "seed"})
         if overlap:
             raise ConfigError(f"run_settings may not set {overlap}: they are fields of the procedure's config")
+        # the release runs' settings (lr, run_settings ...) and the model name are checked now, not at iteration 1
+        UnlearnConfig.from_dict(self.release_settings()).validate()
+        from geffect.models.loading import resolve
+
+        resolve(self.model)
+
+    def release_settings(self) -> dict[str, Any]:
+        """The :class:`UnlearnConfig` fields every release run shares (the data and seed are per iteration)."""
+        hparams = {"base": self.objective, "lambda1": self.lambda1, "squared": self.squared,
+                   "base_hparams": dict(self.hparams)}
+        return {**self.run_settings, "objective": "olora", "hparams": hparams, "model": self.model,
+                "lora": dict(self.lora), "steps": self.steps, "lr": self.lr, "batch_size": self.batch_size,
+                "record_every": self.record_every, "probe_size": self.probe_size}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -158,7 +171,8 @@ class RevealRelease:
 
     @property
     def status(self) -> str | None:
-        """``running``, ``finished`` (K iterations), ``stopped`` (reward under the threshold) or ``failed``."""
+        """``running``, ``finished`` (K iterations), ``stopped`` (reward under the threshold), ``diverged``
+        (a release run's loss turned non-finite) or ``failed``."""
         return self.info.get("status")
 
     @property
@@ -244,9 +258,9 @@ class _Procedure:
             self.rows = [{"iteration": 0, **self._metrics(model, tokenizer, self.out / BASELINE_FILE)}]
             status, message, done = "finished", None, 0
             for i in range(1, self.config.iterations + 1):
-                message = self._iteration(i, model, tokenizer)
-                if message is not None:
-                    status = "stopped"
+                stop = self._iteration(i, model, tokenizer)
+                if stop is not None:
+                    status, message = stop
                     break
                 done = i
                 run = self._run(i)
@@ -262,8 +276,9 @@ class _Procedure:
 
         return Run(self.out / f"iter-{i:02d}" / "release")
 
-    def _iteration(self, i: int, model: Any, tokenizer: Any) -> str | None:
-        """Reveal, Release and evaluate iteration ``i``; a message when the procedure stops instead."""
+    def _iteration(self, i: int, model: Any, tokenizer: Any) -> tuple[str, str] | None:
+        """Reveal, Release and evaluate iteration ``i``; (status, message) when the procedure stops instead
+        (``stopped``: nothing left to reveal; ``diverged``: the release run's loss turned non-finite)."""
         folder = self.out / f"iter-{i:02d}"
         info = self._reveal(i, model, tokenizer, folder / "reveal")
         row = {"iteration": i, "best_reward": info["best_reward"], "mean_reward": info["mean_reward"],
@@ -272,10 +287,14 @@ class _Procedure:
         stop_reward = self.config.setting(self.concept, "stop_reward")
         if info["best_reward"] < stop_reward or info["forget_rows"] == 0:
             self._write_summary(row)
-            return (f"iteration {i}: the best instruction's mean reward {info['best_reward']:.3g} is under "
-                    f"{stop_reward:g}" if info["forget_rows"] else f"iteration {i}: no completion held the concept")
+            return "stopped", (f"iteration {i}: the best instruction's mean reward {info['best_reward']:.3g} is "
+                               f"under {stop_reward:g}" if info["forget_rows"] else
+                               f"iteration {i}: no completion held the concept")
         run = self._release(i, folder)
         row["release_seconds"] = run.info.get("seconds")
+        if run.status == "diverged":
+            self._write_summary(row)
+            return "diverged", f"iteration {i}: the release run {str(run.path)!r} diverged ({run.info.get('message')})"
         row.update(self._metrics(run.model, run.tokenizer, folder / "metrics.json"))
         self._write_summary(row)
         return None
@@ -320,16 +339,12 @@ class _Procedure:
     def release_config(self, i: int, folder: Path) -> UnlearnConfig:
         """The geffect run config of iteration ``i``'s LoRA module."""
         c, reveal_dir = self.config, (folder / "reveal").resolve()
-        hparams = {"base": c.objective, "lambda1": c.lambda1, "squared": c.squared, "base_hparams": dict(c.hparams)}
         forget = str(reveal_dir / "forget.jsonl")
         return UnlearnConfig.from_dict({
-            **c.run_settings, "objective": "olora", "hparams": hparams, "model": c.model,
-            "task": self.concept.task or "tofu", "forget": forget,
+            **c.release_settings(), "task": self.concept.task or "tofu", "forget": forget,
             "retain": str(reveal_dir / "retain.jsonl"),
             "probes": {"forget": forget, "true_forget": self.concept.heldout_forget, "retain": self.concept.retain},
-            "lora": dict(c.lora), "lora_stack": [f"../../iter-{j:02d}/release" for j in range(1, i)] or None,
-            "steps": c.steps, "lr": c.lr, "batch_size": c.batch_size, "record_every": c.record_every,
-            "probe_size": c.probe_size, "seed": c.seed + i,
+            "lora_stack": [f"../../iter-{j:02d}/release" for j in range(1, i)] or None, "seed": c.seed + i,
         })
 
     def _release(self, i: int, folder: Path):
@@ -340,7 +355,7 @@ class _Procedure:
             return Run(run_dir)
         resume = (run_dir / "config.yaml").is_file()
         run = unlearn(config=self.release_config(i, folder), out=run_dir, resume=resume, progress=self.progress)
-        if run.status != "finished":
+        if run.status not in ("finished", "diverged"):
             raise RuntimeError(f"iteration {i}'s release run stopped ({run.status}): {run.info.get('message')}")
         return run
 
