@@ -349,6 +349,10 @@ def test_out_that_is_a_file_or_cannot_be_created_is_refused_before_loading(tmp_p
     assert afile.read_text() == "mine\n"
     assert main(["unlearn", "--objective", "ga", "--out", str(afile / "run"), *ARGS]) == 2
     assert "cannot create run directory" in one_error_line(capsys)
+    # diagnose checks its out folder before its dry run of the objective loads the model
+    assert main(["diagnose", "npo", "--baselines", "", "--out", str(afile), *ARGS]) == 2
+    assert f"cannot create run directory {str(afile / 'runs' / 'npo')!r}: {str(afile)!r} is a file" in \
+        one_error_line(capsys)
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)

@@ -245,6 +245,7 @@ def diagnose(fn: Callable[..., Any] | str, baselines: Sequence[str] = DEFAULT_BA
     the report. ``epochs=`` (an ``UnlearnConfig`` field) replaces ``steps``.
     """
     import geffect
+    from geffect.training.claim import check_out_dir
 
     if isinstance(fn, str):
         fn = load_objective(fn)
@@ -256,10 +257,11 @@ def diagnose(fn: Callable[..., Any] | str, baselines: Sequence[str] = DEFAULT_BA
     shared = {"model": model, **({"forget": forget} if forget is not None else {}), **unlearn_kwargs}
     if steps is not None:
         shared["steps"] = steps
-    check_objective(fn, hparams=hparams, **shared)
-
     folder = Path(out) if out is not None else Path("runs") / f"diagnose-{label}"
     runs_dir = folder / RUNS_DIR
+    check_out_dir(runs_dir / label)  # before the check below loads the model
+    check_objective(fn, hparams=hparams, **shared)
+
     _clear(runs_dir / label)
     runs = {}
     try:

@@ -139,6 +139,20 @@ def _lock(path: Path) -> int:
     raise RunInUseError(f"run directory {str(path)!r} is being created and removed by another process")
 
 
+def check_out_dir(path: str | Path, what: str = "run directory") -> None:
+    """Refuse at once (before any model loads) a ``path`` that is a file, lies under a file, or
+    would be created in a folder this process cannot write to."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{what} {str(path)!r} is a file, not a directory; choose another out directory")
+    nearest = next(p for p in (path, *path.parents) if p.exists())
+    if not nearest.is_dir():
+        raise InputError(f"cannot create {what} {str(path)!r}: {str(nearest)!r} is a file")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {str(path)!r} is not writable" if nearest == path else
+                         f"cannot create {what} {str(path)!r}: {str(nearest)!r} is not writable")
+
+
 def claim_run_dir(path: str | Path, *, resume: bool) -> RunClaim:
     """Claim ``path`` for one writer (creating it), or raise an :class:`InputError` saying why not.
 
@@ -147,8 +161,7 @@ def claim_run_dir(path: str | Path, *, resume: bool) -> RunClaim:
     when ``resume`` is false. Records the owner in run.json. Hold the claim for the run's life.
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise InputError(f"run directory {str(path)!r} is a file, not a directory; choose another out directory")
+    check_out_dir(path)
     created = not path.exists()
     if not created:
         _check_not_foreign(path)
