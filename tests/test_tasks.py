@@ -133,3 +133,22 @@ def test_diagnose_checks_a_new_objective_on_a_tasks_rows():
 
     loss = check_objective(get_objective("ga").fn, task="clockwork", batch_size=4)
     assert loss == loss and loss < 0  # GA's loss is minus a positive NLL, here on text rows
+
+
+def test_data_files_and_folders_are_recorded_absolute_so_a_run_finds_them_from_anywhere(tmp_path, monkeypatch):
+    from geffect.training.config import UnlearnConfig
+    from geffect.training.trainer import _check_same
+
+    (tmp_path / "mine.jsonl").write_text('{"text": "a passage of text"}\n')
+    (tmp_path / "tofu_dir").mkdir()
+    monkeypatch.chdir(tmp_path)
+    mine = str(tmp_path / "mine.jsonl")
+    config = UnlearnConfig(objective="ga", forget="mine.jsonl", probes={"mine": "mine.jsonl", "w": "world_facts"})
+    resolved = config.resolved()
+    assert (resolved.task, resolved.forget, resolved.probes) == ("files", mine, {"mine": mine, "w": "world_facts"})
+    tofu = UnlearnConfig(objective="ga", data="tofu_dir", retain="mine.jsonl").resolved()
+    assert (tofu.data, tofu.forget, tofu.retain) == (str(tmp_path / "tofu_dir"), "forget10", mine)
+    assert UnlearnConfig(objective="ga", data="owner/name").resolved().data == "owner/name"  # a hub id stays
+    _check_same(resolved, None, {"forget": "mine.jsonl"}, tmp_path)  # resuming with the same relative file
+    with pytest.raises(ConfigError, match="cannot resume"):
+        _check_same(resolved, None, {"forget": "other.jsonl"}, tmp_path)

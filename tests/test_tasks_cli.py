@@ -15,10 +15,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def geffect(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def geffect(*args: str, timeout: int = 900, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-c", "import sys; from geffect.cli import main; sys.exit(main())", *args],
-                          env=env, capture_output=True, text=True, timeout=timeout)
+                          env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def test_tasks_lists_every_task_with_its_data_and_evaluation():
@@ -81,20 +81,20 @@ def test_user_files_train_and_evaluate_end_to_end(tmp_path):
     pd.DataFrame(retain).to_csv(tmp_path / "retain.csv", index=False)
     pd.DataFrame(probe).to_parquet(tmp_path / "probe.parquet")
     out = tmp_path / "run"
-    done = geffect("unlearn", "--objective", "gd", "--forget", str(tmp_path / "forget.jsonl"),
-                   "--retain", str(tmp_path / "retain.csv"), "--probe", f"forget={tmp_path / 'forget.jsonl'}",
-                   "--probe", f"ferries={tmp_path / 'probe.parquet'}", "--steps", "2", "--batch-size", "4",
-                   "--probe-size", "4", "--out", str(out), "--no-progress")
+    done = geffect("unlearn", "--objective", "gd", "--forget", "forget.jsonl", "--retain", "retain.csv",
+                   "--probe", "forget=forget.jsonl", "--probe", "ferries=probe.parquet", "--steps", "2",
+                   "--batch-size", "4", "--probe-size", "4", "--out", str(out), "--no-progress", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     config = (out / "config.yaml").read_text()
     assert "task: files" in config and "holdout: 0.1" in config
+    assert f"forget: {tmp_path / 'forget.jsonl'}" in config  # recorded absolute: evaluate works from anywhere
     heldout = json.loads((out / "heldout.json").read_text())
     assert heldout["forget"]["rows"] == 20 and len(heldout["forget"]["heldout"]) == 2
     assert heldout["retain"]["rows"] == 20 and len(heldout["retain"]["heldout"]) == 2
     probed = [json.loads(line)["instance"] for line in (out / "probes" / "forget.jsonl").read_text().splitlines()]
     assert not set(probed) & set(heldout["forget"]["heldout"])  # held-out rows are never trained on or probed
 
-    evaluated = geffect("evaluate", str(out), "--no-progress")
+    evaluated = geffect("evaluate", str(out), "--no-progress", cwd=REPO)
     assert evaluated.returncode == 0, evaluated.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == "files" and metrics["n_forget"] == 18 and metrics["n_forget_heldout"] == 2

@@ -39,6 +39,29 @@ class ConfigError(InputError):
     a problem the user fixes; the CLI prints it as one line."""
 
 
+def _anchor(name: Any, folders: bool = False) -> Any:
+    """An existing local file (or, with ``folders``, folder) as an absolute path; anything else (split
+    names, hub ids) as is. Existing files win over split names, as in :class:`geffect.tasks.TaskData`."""
+    if not isinstance(name, str):
+        return name
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_file() or (folders and path.is_dir()) else name
+
+
+def anchored(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (config fields) with local data files and the data folder made absolute, so that a
+    run's ``config.yaml`` finds its data from any working directory (``geffect evaluate RUN`` elsewhere)."""
+    out = dict(values)
+    if "data" in out:
+        out["data"] = _anchor(out["data"], folders=True)
+    for key in ("forget", "retain"):
+        if key in out:
+            out[key] = _anchor(out[key])
+    if isinstance(out.get("probes"), dict):
+        out["probes"] = {name: _anchor(split) for name, split in out["probes"].items()}
+    return out
+
+
 @dataclass
 class UnlearnConfig:
     """All settings of an unlearning run (see the field comments; defaults suit the shipped ``tiny`` model).
@@ -103,12 +126,13 @@ class UnlearnConfig:
         """A validated copy with the task, forget and retain splits, probes and holdout filled in."""
         self.validate()
         task = self.get_task()
-        forget = self.forget if self.forget is not None else task.forget
-        retain = self.retain if self.retain is not None else task.retain_split(forget)
-        probes = dict(self.probes) if self.probes is not None else task.default_probes(forget, retain)
+        own = anchored(self.to_dict())
+        forget = own["forget"] if own["forget"] is not None else task.forget
+        retain = own["retain"] if own["retain"] is not None else task.retain_split(forget)
+        probes = dict(own["probes"]) if own["probes"] is not None else task.default_probes(forget, retain)
         holdout = self.holdout if self.holdout is not None else task.holdout
-        return dataclasses.replace(self, task=task.name if self.task is None else self.task, forget=forget,
-                                   retain=retain, probes=probes, holdout=holdout)
+        return dataclasses.replace(self, task=task.name if self.task is None else self.task, data=own["data"],
+                                   forget=forget, retain=retain, probes=probes, holdout=holdout)
 
     def get_task(self):
         """The :class:`geffect.tasks.Task` of the run (an unknown name is a :class:`ConfigError`)."""

@@ -43,7 +43,7 @@ from geffect.errors import ObjectiveError
 from geffect.training import checkpoint as ckpt
 from geffect.training.claim import claim_run_dir
 from geffect.training.companions import CompanionContext, build_companion
-from geffect.training.config import CONFIG_FILE, ConfigError, UnlearnConfig
+from geffect.training.config import CONFIG_FILE, ConfigError, UnlearnConfig, anchored
 from geffect.training.data import UnlearningData, check_views, run_source, to_device
 from geffect.training.distributed import launched_rank, processes
 from geffect.training.modeling import (
@@ -147,9 +147,9 @@ def unlearn(objective: str | Callable[..., Any] | None = None, model: str | None
 
 def _check_same(saved: UnlearnConfig, config: UnlearnConfig | None, given: dict[str, Any], run_dir: Path) -> None:
     """Resume must not silently change the run: compare explicit settings with the saved ones."""
-    wanted = dict(given)
+    wanted = anchored(given)  # a relative file given again names the same absolute file the config saved
     if config is not None:
-        wanted = {**config.resolved().to_dict(), **given}
+        wanted = {**config.resolved().to_dict(), **wanted}
     saved_values = saved.to_dict()
     changed = [f"{k}: saved {saved_values[k]!r}, given {v!r}" for k, v in wanted.items()
                if k in saved_values and saved_values[k] != v]
