@@ -152,3 +152,26 @@ def test_data_files_and_folders_are_recorded_absolute_so_a_run_finds_them_from_a
     _check_same(resolved, None, {"forget": "mine.jsonl"}, tmp_path)  # resuming with the same relative file
     with pytest.raises(ConfigError, match="cannot resume"):
         _check_same(resolved, None, {"forget": "other.jsonl"}, tmp_path)
+
+
+def test_a_task_in_a_python_file_is_found_by_path_and_recorded_absolute(tmp_path, monkeypatch, capsys):
+    from geffect.cli import main
+    from geffect.training.config import UnlearnConfig
+
+    (tmp_path / "mytasks.py").write_text(
+        "from geffect.tasks import Task, register_task\n"
+        "def suite(model, tokenizer, ctx):\n    return {'rows': len(ctx.rows(ctx.forget))}\n"
+        "LINES = register_task(Task(name='lines', description='my lines', forget='f',\n"
+        "                           splits={'f': [{'text': 'one line of text'}]}, evaluate=suite))\n")
+    monkeypatch.chdir(tmp_path)
+    task = get_task("mytasks.py:LINES")
+    assert task.name == "lines" and get_task("mytasks.py:LINES") is task  # imported once, registered once
+    config = UnlearnConfig(objective="ga", task="mytasks.py:LINES").resolved()
+    assert (config.task, config.forget) == (f"{tmp_path / 'mytasks.py'}:LINES", "f")
+    assert main(["tasks", "mytasks.py:LINES"]) == 0 and "lines: my lines" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path.parent)
+    assert config.get_task() is task  # the recorded reference works from another directory
+    with pytest.raises(UnknownTask, match=r"cannot import task 'mytasks\.py:LINES': no such Python file"):
+        get_task("mytasks.py:LINES")
+    with pytest.raises(UnknownTask, match="has no attribute 'LINE'"):
+        get_task(f"{tmp_path / 'mytasks.py'}:LINE")

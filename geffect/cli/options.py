@@ -11,7 +11,8 @@ from geffect.cli import UserError
 
 # CLI flag -> UnlearnConfig field, for the common settings (anything else: --set FIELD=VALUE)
 RUN_FLAGS: dict[str, tuple[str, type, str]] = {
-    "--task": ("task", str, "unlearning task (see `geffect tasks`; default tofu, or files for a --forget FILE)"),
+    "--task": ("task", str, "unlearning task: a name (see `geffect tasks`; default tofu, or files for a --forget "
+                      "FILE), path/to/file.py:TASK or package.module:TASK"),
     "--retain": ("retain", str, "retain split or data file (default: the task's, e.g. retain90 for forget10)"),
     "--data": ("data", str, "folder or hub id replacing the task's data (tofu: a TOFU directory)"),
     "--holdout": ("holdout", float, "fraction of forget/retain rows kept out of training for evaluation "

@@ -23,7 +23,8 @@ from geffect.errors import ObjectiveError
 USER_MODULE_PREFIX = "_geffect_user_"
 
 
-def _looks_like_path(source: str) -> bool:
+def looks_like_path(source: str) -> bool:
+    """Whether the module part of a ``source:attr`` reference is a file path rather than a module name."""
     return source.endswith(".py") or "/" in source or "\\" in source or Path(source).is_file()
 
 
@@ -80,7 +81,7 @@ def load_objective(ref: str) -> Callable[..., Any]:
                              f"'package.module:function' nor a registered objective ({hint}known: "
                              f"{', '.join(list_objectives())})")
     source, attr = _split(ref)
-    module = import_file(Path(source)) if _looks_like_path(source) else _import_module(source)
+    module = import_file(Path(source)) if looks_like_path(source) else _import_module(source)
     value: Any = module
     for part in attr.split("."):
         if not hasattr(value, part):
@@ -101,8 +102,13 @@ def objective_reference(ref: str | Callable[..., Any]) -> str:
         if module is not None and module.__name__.startswith(USER_MODULE_PREFIX) and path:
             return f"{Path(path).resolve()}:{ref.__qualname__}"
         return f"{ref.__module__}:{ref.__qualname__}"
+    return file_reference(ref)
+
+
+def file_reference(ref: str) -> str:
+    """``path/to/file.py:attr`` with the file's absolute path; any other reference unchanged."""
     if ":" in ref:
         source, attr = _split(ref)
-        if _looks_like_path(source):
+        if looks_like_path(source):
             return f"{Path(source).expanduser().resolve()}:{attr}"
     return ref

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from pathlib import Path
 
 from geffect.errors import InputError
 from geffect.tasks.task import Task
 
 _REGISTRY: dict[str, Task] = {}
+_FILE_MODULES: dict[tuple[Path, int], object] = {}
 
 
 class UnknownTask(InputError, KeyError):
-    """A task name that is neither registered nor an importable ``module:attribute``."""
+    """A task name that is neither registered nor an importable ``module:ATTR`` / ``file.py:ATTR``."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
@@ -32,8 +34,22 @@ def register_task(task: Task, replace: bool = False) -> Task:
     return task
 
 
+def _file_module(path: Path):
+    """The Python file ``path`` imported once per version of it (a task module may register its tasks,
+    and a re-import would make new, unequal suite functions)."""
+    from geffect.objectives.loading import import_file
+
+    path = path.expanduser().resolve()
+    key = (path, path.stat().st_mtime_ns) if path.is_file() else None
+    if key not in _FILE_MODULES:
+        module = import_file(path)  # a missing file raises a one-line error here
+        _FILE_MODULES[key] = module
+    return _FILE_MODULES[key]
+
+
 def get_task(name: str | Task) -> Task:
-    """The task registered as ``name`` (or ``"package.module:attribute"`` naming a Task; a Task passes through)."""
+    """The task registered as ``name``, or the Task that ``"package.module:ATTR"`` or ``"path/to/file.py:ATTR"``
+    names (a file is imported as a module, as for objectives); a Task passes through."""
     if isinstance(name, Task):
         return name
     if not isinstance(name, str):
@@ -41,10 +57,14 @@ def get_task(name: str | Task) -> Task:
     if name in _REGISTRY:
         return _REGISTRY[name]
     if ":" in name:
-        module_name, _, attr = name.partition(":")
+        from geffect.errors import ObjectiveError
+        from geffect.objectives.loading import looks_like_path
+
+        source, _, attr = name.rpartition(":")
         try:
-            value = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as err:
+            module = _file_module(Path(source)) if looks_like_path(source) else importlib.import_module(source)
+            value = getattr(module, attr)
+        except (ImportError, AttributeError, ObjectiveError) as err:
             raise UnknownTask(f"cannot import task {name!r}: {err}") from None
         if not isinstance(value, Task):
             raise UnknownTask(f"{name!r} is a {type(value).__name__}, not a geffect.tasks.Task")
@@ -52,7 +72,8 @@ def get_task(name: str | Task) -> Task:
     close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise UnknownTask(f"unknown task {name!r}{hint}; known tasks: {', '.join(_REGISTRY)} (a task registered in "
-                      "Python is known in that process only: name it 'package.module:TASK' to use it anywhere)")
+                      "Python is known in that process only: name it 'path/to/file.py:TASK' or 'package.module:TASK' "
+                      "to use it anywhere)")
 
 
 def list_tasks() -> list[str]:

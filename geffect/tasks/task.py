@@ -22,8 +22,9 @@ A user registers a task in a few lines::
     ))
     geffect.unlearn("npo", task="my_books", steps=30, out="runs/npo-book1").evaluate()
 
-A task kept in a module can be named ``"package.module:TASK"`` wherever a task name is taken
-(``--task``, ``UnlearnConfig.task``), so that a run's task is found again from any process.
+A task kept in a file or module can be named ``"path/to/tasks.py:TASK"`` or ``"package.module:TASK"``
+wherever a task name is taken (``--task``, ``UnlearnConfig.task``); a run records a file's absolute
+path, so that its task is found again from any process and directory.
 Without ``evaluate`` a task gets the default evaluation (mean NLL and greedy ROUGE-L of the
 forget and retain rows, see :mod:`geffect.tasks.default_eval`).
 """

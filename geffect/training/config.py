@@ -49,9 +49,13 @@ def _anchor(name: Any, folders: bool = False) -> Any:
 
 
 def anchored(values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` (config fields) with local data files and the data folder made absolute, so that a
-    run's ``config.yaml`` finds its data from any working directory (``geffect evaluate RUN`` elsewhere)."""
+    """``values`` (config fields) with local data files, the data folder and a ``file.py:TASK`` task made
+    absolute, so that a run's ``config.yaml`` finds them from any directory (``geffect evaluate RUN``)."""
     out = dict(values)
+    if isinstance(out.get("task"), str):
+        from geffect.objectives.loading import file_reference
+
+        out["task"] = file_reference(out["task"])
     if "data" in out:
         out["data"] = _anchor(out["data"], folders=True)
     for key in ("forget", "retain"):
@@ -131,7 +135,7 @@ class UnlearnConfig:
         retain = own["retain"] if own["retain"] is not None else task.retain_split(forget)
         probes = dict(own["probes"]) if own["probes"] is not None else task.default_probes(forget, retain)
         holdout = self.holdout if self.holdout is not None else task.holdout
-        return dataclasses.replace(self, task=task.name if self.task is None else self.task, data=own["data"],
+        return dataclasses.replace(self, task=task.name if self.task is None else own["task"], data=own["data"],
                                    forget=forget, retain=retain, probes=probes, holdout=holdout)
 
     def get_task(self):
