@@ -63,7 +63,7 @@ def site_directions(sites: list[Site], resolved: dict[str, torch.Tensor]) -> lis
     """Per site: its parameters' direction (cast to each parameter's device/dtype), or None if none."""
     out: list[dict[str, torch.Tensor] | None] = []
     for site in sites:
-        own = dict(site.module.named_parameters(recurse=False))
+        own = {ln: site.module.get_parameter(ln) for ln in site.params}
         local = {ln: resolved[gn].to(device=own[ln].device, dtype=own[ln].dtype)
                  for ln, gn in site.params.items() if gn in resolved}
         out.append(local or None)

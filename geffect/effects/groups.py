@@ -16,10 +16,15 @@ unchanged. Tied weights (GPT-2's ``wte`` = ``lm_head``) belong to two sites; eac
 the group of the module that uses it. With ``granularity="module"`` a site is named after its
 path inside its group, e.g. ``block.3.mlp.down_proj`` or ``block.0.self_attn.q_proj.lora_A``
 (keys of ``nn.ModuleDict`` containers, like peft's adapter name ``default``, are dropped).
+
+Mixture-of-experts layers that fuse their experts into stacked parameters (one slice per expert
+along dim 0, as Hugging Face's ``*Experts`` modules do) are one site with one *part* per expert:
+at module granularity each expert is its own column, ``block.1.mlp.experts.5``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -41,10 +46,22 @@ class Site:
     module_name: str  # fine-grained name, e.g. "block.3.mlp.down_proj"
     params: dict[str, str] = field(default_factory=dict)  # local name -> name in named_parameters()
     order: int = 0  # registration order, for sorting modules inside a group
+    parts: list[str] = field(default_factory=list)  # experts stacked along dim 0 of every parameter
+    composite: bool = False  # measured with every parameter of its subtree (``params`` keys are dotted)
 
     def column(self, granularity: str) -> str:
-        """The result column this site contributes to at ``granularity``."""
-        return self.group if granularity == "layer" else self.module_name
+        """The result column this site contributes to at ``granularity`` (its first, if it has parts)."""
+        return self.columns(granularity)[0]
+
+    def columns(self, granularity: str) -> list[str]:
+        """One column per part at module granularity (per expert), else the site's single column."""
+        if granularity == "module" and self.parts:
+            return [f"{self.module_name}.{part}" for part in self.parts]
+        return [self.group if granularity == "layer" else self.module_name]
+
+    def part_slices(self, granularity: str) -> list[int | None]:
+        """Per column: the dim-0 index of the parameters it covers (``None``: all of them)."""
+        return list(range(len(self.parts))) if granularity == "module" and self.parts else [None]
 
 
 def find_block_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -104,8 +121,28 @@ def _inside(path: str, prefix: str | None) -> bool:
     return prefix is not None and (path == prefix or path.startswith(prefix + "."))
 
 
-def find_sites(model: nn.Module) -> list[Site]:
-    """Every module directly owning trainable parameters, with its layer group and module name."""
+def expert_count(module: nn.Module) -> int:
+    """Experts fused into ``module``'s own parameters (0 if it is not a fused-experts container).
+
+    A container has an integer ``num_experts`` of at least 2, every trainable parameter it owns
+    stacks one slice per expert along dim 0, and its weights are stacked matrices (e.g.
+    ``gate_up_proj`` of shape (E, 2I, H); a router's (E, H) weight is one matrix, not a stack).
+    """
+    count = getattr(module, "num_experts", None)
+    own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+    if isinstance(count, int) and not isinstance(count, bool) and count > 1 and own \
+            and all(p.dim() >= 2 and p.shape[0] == count for p in own) and any(p.dim() >= 3 for p in own):
+        return count
+    return 0
+
+
+def find_sites(model: nn.Module, composites: Collection[str] = ()) -> list[Site]:
+    """Every module directly owning trainable parameters, with its layer group and module name.
+
+    ``composites``: paths of modules measured as one site with all trainable parameters of their
+    subtree (a module whose parameters a parent uses functionally is merged into that parent; see
+    ``EffectProbe``); modules inside a composite are not sites of their own.
+    """
     modules = dict(model.named_modules())
     names_by_id = {id(p): name for name, p in model.named_parameters()}
     blocks_path, _ = find_block_list(model)
@@ -116,7 +153,10 @@ def find_sites(model: nn.Module) -> list[Site]:
 
     sites: list[Site] = []
     for path, module in modules.items():
-        owned = {local: names_by_id[id(p)] for local, p in module.named_parameters(recurse=False)
+        if any(_inside(path, c) and path != c for c in composites):
+            continue
+        whole = path in composites
+        owned = {local: names_by_id[id(p)] for local, p in module.named_parameters(recurse=whole)
                  if p.requires_grad}
         if not owned:
             continue
@@ -131,11 +171,25 @@ def find_sites(model: nn.Module) -> list[Site]:
             before = order[path] < order[blocks_path]
             group = GROUP_EMBED if (before or _inside(path, embed_path)) else GROUP_FINAL_NORM
             name = _join(group, _clean(path, blocks_parent, modules))
+        parts = [] if whole else [str(e) for e in range(expert_count(module))]
         sites.append(Site(index=len(sites), path=path, module=module, group=group, module_name=name,
-                          params=owned, order=order[path]))
+                          params=owned, order=order[path], parts=parts, composite=whole))
     if not sites:
         raise ValueError(f"{type(model).__name__} has no trainable parameter (all requires_grad=False)")
     return sites
+
+
+def merge_into_parents(model: nn.Module, sites: list[Site], composites: Collection[str]) -> set[str]:
+    """``composites`` plus the parent module of each of ``sites`` (nested composites folded into the
+    outer one); raises ValueError when a parent would be the block list or lie outside the blocks."""
+    blocks_path, _ = find_block_list(model)
+    merged = set(composites)
+    for site in sites:
+        parent = site.path.rpartition(".")[0]
+        if not _inside(parent, blocks_path) or parent == blocks_path:
+            raise ValueError(site.path)
+        merged.add(parent)
+    return {c for c in merged if not any(_inside(c, other) and c != other for other in merged)}
 
 
 def ordered_columns(sites: list[Site], granularity: str) -> list[str]:
@@ -143,10 +197,10 @@ def ordered_columns(sites: list[Site], granularity: str) -> list[str]:
     check_granularity(granularity)
     first: dict[str, tuple] = {}
     for site in sites:
-        column = site.column(granularity)
-        key = (layer_sort_key(site.group), site.order)
-        if column not in first or key < first[column]:
-            first[column] = key
+        for rank, column in enumerate(site.columns(granularity)):
+            key = (layer_sort_key(site.group), site.order, rank)
+            if column not in first or key < first[column]:
+                first[column] = key
     return sorted(first, key=first.__getitem__)
 
 
@@ -164,7 +218,8 @@ def layer_groups(model: nn.Module, granularity: str = "layer") -> dict[str, list
     sites = find_sites(model)
     groups: dict[str, list[str]] = {column: [] for column in ordered_columns(sites, granularity)}
     for site in sites:
-        groups[site.column(granularity)].append(site.path)
+        for column in site.columns(granularity):
+            groups[column].append(site.path)
     return groups
 
 

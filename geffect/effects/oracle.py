@@ -26,16 +26,21 @@ from geffect.schema import IGNORE_INDEX
 
 
 class _Untied:
-    """A deep copy of ``model`` whose shared parameters are split per using module."""
+    """A deep copy of ``model`` whose shared parameters are split per using module.
+
+    ``entries`` lists (column, original name, index in ``params``, part): ``part`` is the expert index for a
+    fused-experts column at module granularity (the slice ``tensor[part]``), else None.
+    """
 
     def __init__(self, model: nn.Module, granularity: str):
         self.model = copy.deepcopy(model).eval()
         sites = find_sites(self.model)  # computed before untying: original parameter names
         self.columns = ordered_columns(sites, granularity)
-        layer_of = {site.column(granularity): site.group for site in sites}
+        layer_of = {column: site.group for site in sites for column in site.columns(granularity)}
         self.layers = [layer_of[column] for column in self.columns]
         seen: set[int] = set()
-        self.entries: list[tuple[int, str, nn.Parameter]] = []  # (column, original name, tensor)
+        self.params: list[nn.Parameter] = []
+        self.entries: list[tuple[int, str, int, int | None]] = []  # (column, name, index in params, part)
         for site in sites:
             for local, name in site.params.items():
                 param = getattr(site.module, local)
@@ -43,19 +48,29 @@ class _Untied:
                     param = nn.Parameter(param.detach().clone())
                     setattr(site.module, local, param)
                 seen.add(id(param))
-                self.entries.append((self.columns.index(site.column(granularity)), name, param))
+                self.params.append(param)
+                for column, part in zip(site.columns(granularity), site.part_slices(granularity)):
+                    self.entries.append((self.columns.index(column), name, len(self.params) - 1, part))
 
     def grads(self, loss: torch.Tensor, retain_graph: bool = False) -> list[torch.Tensor]:
-        found = torch.autograd.grad(loss, [p for _, _, p in self.entries], allow_unused=True,
-                                    retain_graph=retain_graph)
-        return [torch.zeros_like(p) if g is None else g for g, (_, _, p) in zip(found, self.entries)]
+        found = torch.autograd.grad(loss, self.params, allow_unused=True, retain_graph=retain_graph)
+        return [torch.zeros_like(p) if g is None else g for g, p in zip(found, self.params)]
+
+    def directions(self, resolved: Mapping[str, torch.Tensor]) -> list[torch.Tensor | None]:
+        """Per parameter copy, the direction of its original parameter (None: not in the direction)."""
+        names = {index: name for _, name, index, _ in self.entries}
+        return [resolved.get(names[index]) for index in range(len(self.params))]
 
     def dots(self, grads: list[torch.Tensor], other: list[torch.Tensor | None]) -> torch.Tensor:
-        """Per column, the sum over its parameters of <grads, other> (float64)."""
+        """Per column, the sum over its parameters (or expert slices) of <grads, other> (float64)."""
         out = torch.zeros(len(self.columns), dtype=torch.float64)
-        for (column, _, _), g, o in zip(self.entries, grads, other):
-            if o is not None:
-                out[column] += (g.double() * o.double().to(g.device)).sum().cpu()
+        for column, _, index, part in self.entries:
+            g, o = grads[index], other[index]
+            if o is None:
+                continue
+            if part is not None:
+                g, o = g[part], o[part]
+            out[column] += (g.double() * o.double().to(g.device)).sum().cpu()
         return out
 
 
@@ -104,7 +119,7 @@ def oracle_effects(model: nn.Module, direction: Direction, batch: Mapping, granu
     """Effects by one backward per instance and full gradients (reference for ``EffectProbe``)."""
     resolved = resolve_direction(model, direction)
     untied = _Untied(model, granularity)
-    v = [resolved.get(name) for _, name, _ in untied.entries]
+    v = untied.directions(resolved)
     scale = _risk_scale(batch, reduction)
     rows, risks = [], []
     with torch.enable_grad():
@@ -123,7 +138,7 @@ def oracle_token_effects(model: nn.Module, direction: Direction, batch: Mapping,
     """Per label token ``<∇ℓ_{i,τ}, v>`` per column: columns instance, token, layer, value."""
     resolved = resolve_direction(model, direction)
     untied = _Untied(model, granularity)
-    v = [resolved.get(name) for _, name, _ in untied.entries]
+    v = untied.directions(resolved)
     records = []
     with torch.enable_grad():
         for i, ids, pos, lab, keep in _instances(batch):

@@ -156,6 +156,11 @@ def pairwise_effect(model: nn.Module, loss_fn: Callable, forget_batch: Mapping, 
     """
     check_granularity(granularity)
     sites = find_sites(model)
+    experts = [site.path for site in sites if site.parts]
+    if experts:
+        raise NotImplementedError(f"pairwise effects need every module's rows to be forget instances; the "
+                                  f"mixture-of-experts layers {experts[:2]} work on tokens (use EffectProbe or "
+                                  "gradient_effect for per-instance effects)")
     rules = [rule_for(site.module, site.path) for site in sites]
     groups = ordered_columns(sites, granularity)
     index = {name: k for k, name in enumerate(groups)}

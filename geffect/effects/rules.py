@@ -139,6 +139,11 @@ class Rule:
         """Per-instance gradients ``(B, *param.shape)`` of ``Σ_t <g_t, u_t>`` w.r.t. the named params."""
         return _generic_instance_grads(module, cap, g, names)
 
+    def regroup(self, cap: dict, size: int) -> dict | None:
+        """The capture of a call on token rows (``size·T`` rows) with rows grouped per instance
+        (``size`` leading), or None if this rule cannot regroup (then effects are summed per instance)."""
+        return None
+
     def pair(self, module: nn.Module, cap_f: dict, g_f: torch.Tensor, cap_p: dict, g_p: torch.Tensor,
              names: list[str]) -> torch.Tensor:
         """``<G^f_j, G^p_i>`` summed over the named params, float64 (B_f, B_p)."""
@@ -161,6 +166,10 @@ class LinearRule(Rule):
     def capture(self, module, args, kwargs):
         x = _input(args, kwargs, "input" if not self.transposed else "x")
         return _remember({"x": x.detach()}, x)
+
+    def regroup(self, cap, size):
+        x = cap["x"]
+        return {**cap, "x": x.reshape(size, -1, x.shape[-1])}
 
     def _weight(self, v: dict[str, torch.Tensor]) -> torch.Tensor | None:
         weight = v.get("weight")
@@ -370,7 +379,7 @@ class GenericRule(Rule):
 
     def tangent(self, module, cap, v, in_dual_level=False):
         _check_version(cap, type(module).__name__)
-        own = dict(module.named_parameters(recurse=False))
+        own = {n: module.get_parameter(n) for n in v}  # dotted names for composite sites
         try:
             with suspended(), _replay(cap), torch.no_grad(), \
                     (nullcontext() if in_dual_level else fwAD.dual_level()):
@@ -494,8 +503,7 @@ def _generic_instance_grads(module, cap, g, names):
     if "args" not in cap:
         raise NoRuleError(f"{type(module).__name__} has no per-instance gradient rule")
     _check_version(cap, type(module).__name__)
-    own = dict(module.named_parameters(recurse=False))
-    params = {n: own[n].detach() for n in names}
+    params = {n: module.get_parameter(n).detach() for n in names}
     batch = g.shape[0]
     args, kwargs = cap["args"], cap["kwargs"]
     # Tensors with the batch as leading dimension are mapped over; everything else is shared.
@@ -534,6 +542,13 @@ def _plain(module: nn.Module, base: type) -> bool:
 
 def rule_for(module: nn.Module, where: str = "") -> Rule:
     """The exact rule for a module owning trainable parameters (closed forms for plain layers)."""
+    from geffect.effects.groups import expert_count
+
+    count = expert_count(module)
+    if count:
+        from geffect.effects.experts import ExpertsRule
+
+        return ExpertsRule(count)
     if _plain(module, nn.Linear):
         return LINEAR
     if Conv1D is not None and _plain(module, Conv1D):

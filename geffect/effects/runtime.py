@@ -77,14 +77,16 @@ def parameter_uses(root: torch.Tensor) -> Counter:
     return uses
 
 
-def check_coverage(root: torch.Tensor, sites: list[Site], calls: Counter, rules: list, model: nn.Module) -> None:
-    """Fail if a trainable parameter enters the loss other than through its own module's forward.
+def coverage_gaps(root: torch.Tensor, sites: list[Site], calls: Counter, rules: list,
+                  model: nn.Module) -> list[tuple[list[Site], str]]:
+    """Trainable parameters entering the loss other than through their own module's forward.
 
     Every parameter use in the graph is an autograd edge into the parameter; a module with a
     closed-form rule (Linear, Embedding, LayerNorm, Conv1D) makes exactly one per call, so more
     edges than recorded calls mean a use the hooks did not see (e.g. a weight a parent module
     uses functionally). Modules under the generic rule may use a parameter several times in one
-    call, so for them only a use without any recorded call is detected.
+    call, so for them only a use without any recorded call is detected. Returns, per such
+    parameter, its owning sites and a one-line explanation.
     """
     params = dict(model.named_parameters())
     uses = parameter_uses(root)
@@ -94,11 +96,12 @@ def check_coverage(root: torch.Tensor, sites: list[Site], calls: Counter, rules:
         for name in site.params.values():
             seen[name] += calls[site.index]
             exact[name] = exact.get(name, True) and not isinstance(rule, GenericRule)
+    gaps = []
     for name in exact:
         found = uses[id(params[name])]
         if (found and not seen[name]) or (exact[name] and found > seen[name]):
-            owners = [site.path for site in sites if name in site.params.values()]
-            raise RuntimeError(
-                f"parameter {name!r} enters the loss {found} time(s) but only {seen[name]} use(s) go through "
-                f"the forward of its module(s) {owners}; it is also used elsewhere (e.g. functionally by a "
-                "parent module), which geffect has no rule for")
+            owners = [site for site in sites if name in site.params.values()]
+            gaps.append((owners, f"parameter {name!r} enters the loss {found} time(s) but only {seen[name]} use(s) go "
+                                 f"through the forward of its module(s) {[s.path for s in owners]}; it is also used "
+                                 "elsewhere (e.g. functionally by a parent module), which geffect has no rule for"))
+    return gaps

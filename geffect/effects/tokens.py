@@ -45,40 +45,63 @@ def _inject(output, delta):
     """``output`` with ``delta`` added to its forward-mode tangent."""
     if isinstance(output, torch.Tensor):
         primal, tangent = fwAD.unpack_dual(output)
+        if not primal.is_floating_point():  # e.g. a router's expert indices
+            return output
         return fwAD.make_dual(primal, delta if tangent is None else tangent + delta)
     if isinstance(output, (tuple, list)) and isinstance(delta, (tuple, list)):
         return type(output)(_inject(o, d) if isinstance(o, torch.Tensor) else o for o, d in zip(output, delta))
     raise TypeError(f"cannot add a tangent to a module output of type {type(output).__name__}")
 
 
-class _Tangents:
-    """Handler adding the local tangents of the ``active`` sites to their outputs."""
+def _slice_of(v: dict[str, torch.Tensor], part: int | None) -> dict[str, torch.Tensor]:
+    """The direction restricted to expert ``part`` (dim-0 slice of every parameter), or all of it."""
+    if part is None:
+        return v
+    out = {}
+    for name, tensor in v.items():
+        keep = torch.zeros(tensor.shape[0], *([1] * (tensor.dim() - 1)), dtype=tensor.dtype, device=tensor.device)
+        keep[part] = 1
+        out[name] = tensor * keep
+    return out
 
-    def __init__(self, rules: list[Rule], directions: list, active: set[int]):
+
+class _Tangents:
+    """Handler adding the local tangents of the ``active`` sites (site -> expert part or None) to their outputs."""
+
+    def __init__(self, rules: list[Rule], directions: list, active: dict[int, int | None]):
         self.rules, self.directions, self.active = rules, directions, active
 
     def __call__(self, site: Site, args: tuple, kwargs: dict, output):
         v = self.directions[site.index]
         if v is None or site.index not in self.active:
             return None
+        v = _slice_of(v, self.active[site.index])
         rule = self.rules[site.index]
         cap = rule.capture(site.module, _primal(args), _primal(kwargs))
         return _inject(output, rule.tangent(site.module, cap, v, in_dual_level=True))
 
 
 @contextmanager
-def _eager_attention(model: nn.Module) -> Iterator[None]:
-    """Switch a Hugging Face model to eager attention (forward-mode AD capable) for the duration."""
+def _eager(model: nn.Module, what: str) -> Iterator[None]:
+    """Switch a Hugging Face model's ``what`` ("attn" or "experts") implementation to eager for the duration."""
     config = getattr(model, "config", None)
-    current = getattr(config, "_attn_implementation", None)
-    if current in (None, "eager") or not hasattr(model, "set_attn_implementation"):
+    current = getattr(config, f"_{what}_implementation", None)
+    setter = getattr(model, f"set_{what}_implementation", None)
+    if current in (None, "eager") or setter is None:
         yield
         return
-    model.set_attn_implementation("eager")
+    setter("eager")
     try:
         yield
     finally:
-        model.set_attn_implementation(current)
+        setter(current)
+
+
+@contextmanager
+def _eager_attention(model: nn.Module) -> Iterator[None]:
+    """Eager attention and experts (forward-mode AD capable; the same function) for the duration."""
+    with _eager(model, "attn"), _eager(model, "experts"):
+        yield
 
 
 def _pass(model: nn.Module, hooks: SiteHooks, handler: _Tangents, chunk: ProbeBatch):
@@ -110,8 +133,14 @@ def token_effect(model: nn.Module, direction: Direction, batch: Mapping, granula
     rules = [rule_for(site.module, site.path) for site in sites]
     directions = site_directions(sites, resolve_direction(model, direction))
     columns = ordered_columns(sites, granularity) if granularity else [None]
-    members = {c: {s.index for s in sites if c is None or s.column(granularity) == c} for c in columns}
-    layer_of = {s.column(granularity): s.group for s in sites} if granularity else {}
+    members: dict[str | None, dict[int, int | None]] = {c: {} for c in columns}
+    for s in sites:
+        if granularity is None:
+            members[None][s.index] = None
+            continue
+        for column, part in zip(s.columns(granularity), s.part_slices(granularity)):
+            members[column][s.index] = part
+    layer_of = {c: s.group for s in sites for c in s.columns(granularity)} if granularity else {}
     probe = prepare_batch(batch, vocab_size=vocabulary_size(model)).to(model_device(model))
     hooks = SiteHooks(sites)
     frames = []
