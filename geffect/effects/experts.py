@@ -50,6 +50,18 @@ def reference_forward(module: nn.Module) -> Iterator[None]:
         del module.forward
 
 
+def expert_slice(v: dict[str, torch.Tensor], part: int | None) -> dict[str, torch.Tensor]:
+    """The direction restricted to expert ``part`` (dim-0 slice ``part`` of every tensor; None: all)."""
+    if part is None:
+        return v
+    out = {}
+    for name, tensor in v.items():
+        keep = torch.zeros(tensor.shape[0], *([1] * (tensor.dim() - 1)), dtype=tensor.dtype, device=tensor.device)
+        keep[part] = 1
+        out[name] = tensor * keep
+    return out
+
+
 def _routing(cap: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """``(x, top_k_index, top_k_weights)`` of a call in the experts form, else None."""
     args, kwargs = cap["args"], cap["kwargs"]
@@ -116,15 +128,8 @@ class ExpertsRule(GenericRule):
     def _per_expert(self, module: nn.Module, cap: dict, g: torch.Tensor, v: dict[str, torch.Tensor],
                     index: int) -> torch.Tensor:
         """(rows, experts) float64 by one forward-mode pass per expert (any call form)."""
-        columns = []
-        for e in range(self.count):
-            masked = {}
-            for name, t in v.items():
-                keep = torch.zeros(t.shape[0], *([1] * (t.dim() - 1)), dtype=t.dtype, device=t.device)
-                keep[e] = 1
-                masked[name] = t * keep
-            columns.append(rowdot(g, tensor_leaves(self.tangent(module, cap, masked))[index]))
-        return torch.stack(columns, 1)
+        return torch.stack([rowdot(g, tensor_leaves(self.tangent(module, cap, expert_slice(v, e)))[index])
+                            for e in range(self.count)], 1)
 
     def contract_many(self, module, caps, g, vs, index=0):
         _check_version(caps[0], type(module).__name__)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from geffect.effects.batch import ProbeBatch, prepare_batch, target_nll, vocabulary_size
 from geffect.effects.direction import Direction, resolve_direction, site_directions
+from geffect.effects.experts import expert_slice
 from geffect.effects.groups import Site, check_granularity, find_sites, ordered_columns
 from geffect.effects.hooks import SiteHooks
 from geffect.effects.rules import Rule, rule_for
@@ -53,18 +54,6 @@ def _inject(output, delta):
     raise TypeError(f"cannot add a tangent to a module output of type {type(output).__name__}")
 
 
-def _slice_of(v: dict[str, torch.Tensor], part: int | None) -> dict[str, torch.Tensor]:
-    """The direction restricted to expert ``part`` (dim-0 slice of every parameter), or all of it."""
-    if part is None:
-        return v
-    out = {}
-    for name, tensor in v.items():
-        keep = torch.zeros(tensor.shape[0], *([1] * (tensor.dim() - 1)), dtype=tensor.dtype, device=tensor.device)
-        keep[part] = 1
-        out[name] = tensor * keep
-    return out
-
-
 class _Tangents:
     """Handler adding the local tangents of the ``active`` sites (site -> expert part or None) to their outputs."""
 
@@ -75,7 +64,7 @@ class _Tangents:
         v = self.directions[site.index]
         if v is None or site.index not in self.active:
             return None
-        v = _slice_of(v, self.active[site.index])
+        v = expert_slice(v, self.active[site.index])
         rule = self.rules[site.index]
         cap = rule.capture(site.module, _primal(args), _primal(kwargs))
         return _inject(output, rule.tangent(site.module, cap, v, in_dual_level=True))
