@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from geffect.effects.groups import Site
 
@@ -68,3 +69,16 @@ def site_directions(sites: list[Site], resolved: dict[str, torch.Tensor]) -> lis
                  for ln, gn in site.params.items() if gn in resolved}
         out.append(local or None)
     return out
+
+
+def gathered(v: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+    """A site's direction with sharded tensors (FSDP2 ``DTensor``) gathered whole, for one contraction.
+
+    Called by every process for the same module in the same order (the backward visits modules
+    identically on each), like FSDP's own per-module gathers of the weights; the full tensors are
+    dropped as soon as that module's contraction is done, so only one module's direction is ever
+    whole at once.
+    """
+    if v is None or not any(isinstance(t, DTensor) for t in v.values()):
+        return v
+    return {name: t.full_tensor() if isinstance(t, DTensor) else t for name, t in v.items()}

@@ -33,7 +33,7 @@ from geffect.effects.batch import (
     target_nll,
     vocabulary_size,
 )
-from geffect.effects.direction import Direction, resolve_direction, site_directions
+from geffect.effects.direction import Direction, gathered, resolve_direction, site_directions
 from geffect.effects.groups import (
     Site,
     check_granularity,
@@ -138,7 +138,7 @@ class _Backprop:
             grouped = [rule.regroup(cap, size) for cap in caps]
             if all(cap is not None for cap in grouped):
                 caps, grad = grouped, grad.reshape(size, -1, *grad.shape[1:])
-        effects = rule.contract_many(site.module, caps, grad, vs, index)
+        effects = rule.contract_many(site.module, caps, grad, [gathered(v) for v in vs], index)
         columns = self.columns[site.index]
         for d, effect in enumerate(effects):
             if effect is None:
@@ -184,8 +184,11 @@ class EffectProbe:
 
     ``granularity``: ``"layer"`` (embed, block.i, final_norm, lm_head) or ``"module"``;
     ``reduction``: ``"instance"`` (per-instance mean NLL) or ``"token"`` (the paper's batch token
-    mean, split in per-instance shares; see ``geffect.effects.batch``). Use as a context manager or
-    call ``close()`` to remove the hooks.
+    mean, split in per-instance shares; see ``geffect.effects.batch``); ``dtype``: measure in this
+    precision (e.g. ``torch.float32`` for a bf16 model or under bf16 autocast: parameters are cast
+    for each measurement and restored bit for bit; None: the model's own). Effects are accumulated
+    in float32 at least and returned in float64. Use as a context manager or call ``close()`` to
+    remove the hooks.
 
     The first measurement checks that every trainable parameter enters the loss through its own
     module's forward. A module whose parameters a parent uses functionally (a Mamba mixer's
@@ -194,11 +197,12 @@ class EffectProbe:
     measurement is rerun; ``groups`` then names the merged modules at module granularity.
     """
 
-    def __init__(self, model: nn.Module, granularity: str = "layer", reduction: str = "instance"):
+    def __init__(self, model: nn.Module, granularity: str = "layer", reduction: str = "instance",
+                 dtype: torch.dtype | None = None):
         check_granularity(granularity)
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-        self.model, self.granularity, self.reduction = model, granularity, reduction
+        self.model, self.granularity, self.reduction, self.dtype = model, granularity, reduction, dtype
         self._composites: set[str] = set()
         self._hooks: SiteHooks | None = None
         self._plan(find_sites(model))
@@ -259,7 +263,7 @@ class EffectProbe:
         probe = prepare_batch(batch, self.reduction, vocabulary_size(self.model)).to(model_device(self.model))
         values, risks = [], []
         chunks = list(probe.chunks(chunk_size))
-        with measuring(self.model), torch.enable_grad():
+        with measuring(self.model, self.dtype), torch.enable_grad():
             for _, chunk in tqdm(chunks, desc="G-effects", leave=False, disable=len(chunks) < 2):
                 done = None
                 while done is None:  # more than once only while the first measurement replans

@@ -19,8 +19,9 @@ the inputs held fixed. Rules compute ``δu`` and that contraction from the modul
 
 Several directions at once (``contract_many``): a Linear layer whose per-instance weight
 gradients ``G_i = Σ_t g_{i,t} x_{i,t}ᵀ`` are small next to its activations forms them once
-(one batched matmul) and takes one inner product per direction, instead of one ``g V x``
-contraction per direction.
+(one batched matmul) and takes one inner product per direction; otherwise it multiplies by all
+directions' weights side by side in one matrix product (``g [V_1 … V_D]``), then one row-wise
+inner product per direction. Half-precision activations are contracted in float32.
 
 Pairwise effects ``<∇ℓ_j, ∇R_i>`` need, per module, the inner product of two per-instance weight
 gradients ``G_j = Σ_t g_{j,t} x_{j,t}ᵀ``. Linear layers pick the cheaper exact route: the Gram
@@ -51,10 +52,9 @@ except ImportError:  # pragma: no cover - transformers is a hard dependency
 PAIR_BUDGET = 1 << 25
 # Linear-layer pairwise route: "auto" (cheaper by flop count), "gram" or "dense" (for tests).
 PAIR_ROUTE = "auto"
-# Several directions: a Linear layer forms per-instance weight gradients (B x d_out x d_in) when
-# they have at most MANY_BUDGET elements or at most MANY_FACTOR times those of its input and
-# output gradient together, so memory stays bounded and in proportion to a normal backward.
-MANY_BUDGET = 1 << 25
+# A Linear layer forms per-instance weight gradients (B x d_out x d_in) when they have at most
+# MANY_FACTOR times the elements of its input and output gradient together, so memory stays in
+# proportion to a normal backward (and the batched product pays off).
 MANY_FACTOR = 4
 
 
@@ -187,10 +187,10 @@ class LinearRule(Rule):
         x, weight, bias = cap["x"], self._weight(v), v.get("bias")
         total = torch.zeros(g.shape[0], dtype=torch.float64, device=g.device)
         if weight is not None:
-            dtype = g.dtype
+            dtype = _wide(g.dtype)  # bf16/fp16 activations are contracted in float32
             d_out, d_in = weight.shape
             if d_in <= d_out:
-                total += rowdot(g @ weight.to(dtype), x)
+                total += rowdot(g.to(dtype) @ weight.to(dtype), x)
             else:
                 total += rowdot(x.to(dtype) @ weight.to(dtype).T, g)
         if bias is not None:
@@ -200,21 +200,27 @@ class LinearRule(Rule):
 
     def contract_many(self, module, caps, g, vs, index=0):
         weights = [None if v is None else self._weight(v) for v in vs]
-        x = caps[0]["x"]
-        size, d_in, d_out = g.shape[0], x.shape[-1], g.shape[-1]
-        # Per-instance gradients cost one contraction's flops, then a matrix-vector product per
-        # direction: with 2+ directions they pay off when their memory is acceptable (see above);
-        # for one direction only when they are small next to the activations (measured on CPU).
-        elements = size * d_in * d_out
-        relative = elements <= MANY_FACTOR * (x.numel() + g.numel())
-        count = sum(w is not None for w in weights)
-        if count == 0 or not (relative or (count > 1 and elements <= MANY_BUDGET)):
+        present = [w for w in weights if w is not None]
+        if not present:
             return super().contract_many(module, caps, g, vs, index)
         _check_version(caps[0], type(module).__name__)
-        wide = _wide(g.dtype)
-        g3 = g.reshape(size, -1, d_out)
-        grads = (g3.transpose(1, 2) @ x.reshape(size, -1, d_in).to(g.dtype)).reshape(size, -1).to(wide)
-        summed = g3.sum(1, dtype=wide) if any(v is not None and "bias" in v for v in vs) else None
+        x = caps[0]["x"]
+        size, d_in, d_out = g.shape[0], x.shape[-1], g.shape[-1]
+        wide = _wide(g.dtype)  # bf16/fp16 activations are contracted in float32
+        g3, x3 = g.reshape(size, -1, d_out).to(wide), x.reshape(size, -1, d_in).to(wide)
+        # Per-instance gradients cost one contraction's flops, then a matrix-vector product per
+        # direction: worth it while they are small next to the activations (measured on CPU).
+        # Otherwise all directions' weights side by side make one matrix product.
+        if size * d_in * d_out <= MANY_FACTOR * (x.numel() + g.numel()):
+            grads = (g3.transpose(1, 2) @ x3).reshape(size, -1)
+            dots = iter([grads @ w.reshape(-1).to(wide) for w in present])
+        elif d_in <= d_out:
+            side = (g3 @ torch.cat([w.to(wide) for w in present], dim=1)).split(d_in, dim=-1)
+            dots = iter([rowdot(part, x3) for part in side])
+        else:
+            side = (x3 @ torch.cat([w.to(wide) for w in present], dim=0).T).split(d_out, dim=-1)
+            dots = iter([rowdot(part, g3) for part in side])
+        summed = g3.sum(1) if any(v is not None and "bias" in v for v in vs) else None
         out: list[torch.Tensor | None] = []
         for v, weight in zip(vs, weights):
             if v is None:
@@ -222,7 +228,7 @@ class LinearRule(Rule):
                 continue
             total = torch.zeros(size, dtype=torch.float64, device=g.device)
             if weight is not None:
-                total += (grads @ weight.reshape(-1).to(wide)).double()
+                total += next(dots).double()
             if "bias" in v:
                 total += (summed @ v["bias"].to(wide)).double()
             out.append(total)

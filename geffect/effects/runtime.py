@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from geffect.effects.batch import ProbeBatch
+from geffect.effects.batch import ProbeBatch, instance_risks, prepare_batch, target_nll
 from geffect.effects.groups import Site
 from geffect.effects.rules import GenericRule
 
@@ -19,19 +19,42 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 @contextmanager
-def measuring(model: nn.Module) -> Iterator[None]:
-    """Eval mode, restored afterwards.
+def measuring(model: nn.Module, dtype: torch.dtype | None = None) -> Iterator[None]:
+    """Eval mode, restored afterwards; with ``dtype``, also that floating precision.
 
     Dropout is off (the G-effect is a property of the parameters), and Hugging Face activation
     checkpointing, which would re-run module forwards during backward, only acts in training mode.
+    ``dtype`` (e.g. float32 for a bf16 model) casts floating parameters and buffers for the
+    duration, with autocast off, and puts the original tensors back afterwards (bit for bit).
     """
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        yield
+        with precision(model, dtype):
+            yield
     finally:
         for module, mode in modes:
             module.training = mode
+
+
+@contextmanager
+def precision(model: nn.Module, dtype: torch.dtype | None) -> Iterator[None]:
+    """Floating parameters and buffers of ``model`` in ``dtype`` (autocast off) for the duration."""
+    if dtype is None:
+        yield
+        return
+    if not dtype.is_floating_point:
+        raise ValueError(f"measurement dtype must be a floating dtype, got {dtype}")
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point() and t.dtype != dtype]
+    kept = [t.data for t in tensors]
+    try:
+        for tensor in tensors:
+            tensor.data = tensor.data.to(dtype)
+        with torch.autocast(model_device(model).type, enabled=False):
+            yield
+    finally:
+        for tensor, data in zip(tensors, kept):
+            tensor.data = data
 
 
 def forward_logits(model: nn.Module, probe: ProbeBatch) -> torch.Tensor:
@@ -58,6 +81,15 @@ def forward_logits(model: nn.Module, probe: ProbeBatch) -> torch.Tensor:
                         f"{length} (all) or {probe.keep.shape[1] if probe.keep is not None else length} "
                         "(those asked for with logits_to_keep)")
     return logits
+
+
+@torch.no_grad()
+def probe_risks(model: nn.Module, batch, chunk_size: int | None = None, reduction: str = "instance") -> torch.Tensor:
+    """R_i of every instance of ``batch`` at the current parameters, exactly as ``EffectProbe``
+    defines them, from no-grad forward passes with logits only at label positions (float64, CPU)."""
+    probe = prepare_batch(batch, reduction).to(model_device(model))
+    return torch.cat([instance_risks(target_nll(forward_logits(model, chunk), chunk), chunk).cpu()
+                      for _, chunk in probe.chunks(chunk_size)])
 
 
 def parameter_uses(root: torch.Tensor) -> Counter:

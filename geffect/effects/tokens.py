@@ -108,13 +108,14 @@ def _pass(model: nn.Module, hooks: SiteHooks, handler: _Tangents, chunk: ProbeBa
 
 
 def token_effect(model: nn.Module, direction: Direction, batch: Mapping, granularity: str | None = None,
-                 chunk_size: int | None = None) -> pd.DataFrame:
+                 chunk_size: int | None = None, dtype: torch.dtype | None = None) -> pd.DataFrame:
     """Effect of ``direction`` on each label token's NLL: ``<∇ℓ_{i,τ}, v>``.
 
     Returns a long DataFrame with columns ``instance``, ``token`` (position of the label token in
     ``input_ids``), ``token_id``, ``nll`` (the token's NLL), ``value``; with ``granularity``
     (``"layer"`` or ``"module"``) one row per token and group, with a ``layer`` (+ ``module``)
-    column, at the cost of one forward pass per group.
+    column, at the cost of one forward pass per group. ``dtype``: measure in that precision
+    (see ``EffectProbe``).
     """
     if granularity is not None:
         check_granularity(granularity)
@@ -134,7 +135,7 @@ def token_effect(model: nn.Module, direction: Direction, batch: Mapping, granula
     hooks = SiteHooks(sites)
     frames = []
     try:
-        with measuring(model), _eager_attention(model), torch.no_grad():
+        with measuring(model, dtype), _eager_attention(model), torch.no_grad():
             work = [(start, chunk, c) for start, chunk in probe.chunks(chunk_size) for c in columns]
             for start, chunk, column in tqdm(work, desc="token effects", leave=False, disable=len(work) < 2):
                 nll, tangent = _pass(model, hooks, _Tangents(rules, directions, members[column]), chunk)

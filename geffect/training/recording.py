@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 
 from geffect.effects.direction import resolve_direction
+from geffect.effects.runtime import probe_risks
 from geffect.schema import DIRECTION_GRADIENT, DIRECTION_UPDATE, IGNORE_INDEX
 from geffect.training.data import ProbeSet, to_device
 
@@ -223,11 +224,7 @@ class StepRecorder:
         with self._eval_mode():
             risks = torch.zeros(0, dtype=torch.float64)
             if self._batch:
-                batch = self._batch
-                size = batch["input_ids"].shape[0]
-                chunk = self.chunk_size or size
-                risks = torch.cat([instance_risks(self.model, {k: v[i : i + chunk] for k, v in batch.items()})
-                                   for i in range(0, size, chunk)])
+                risks = probe_risks(self.model, self._batch, self.chunk_size)
             for probe, part in zip(self.probes, self._slices):
                 out[probe.name] = self.gather(risks[part])
         return out
@@ -253,16 +250,6 @@ def combine_batches(batches: Sequence[dict]) -> tuple[dict, list[slice]]:
 
 
 def instance_risks(model: torch.nn.Module, batch) -> torch.Tensor:
-    """R_i: mean NLL over each instance's label tokens (HF causal shift), float64 on CPU."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    labels = batch["labels"][:, 1:]
-    logits = logits[:, :-1]
-    mask = labels != IGNORE_INDEX
-    rows, cols = mask.nonzero(as_tuple=True)
-    picked = logits[rows, cols].double()
-    nll = torch.nn.functional.cross_entropy(picked, labels[rows, cols], reduction="none")
-    totals = torch.zeros(labels.shape[0], dtype=torch.float64, device=nll.device).index_add_(0, rows, nll)
-    counts = mask.sum(1).to(torch.float64)
-    if bool((counts == 0).any()):
-        raise ValueError(f"probe instance(s) at batch index {(counts == 0).nonzero().flatten().tolist()} have no label token")
-    return (totals / counts).cpu()
+    """R_i: mean NLL over each instance's label tokens (HF causal shift), float64 on CPU, as the
+    G-effect engine defines it (logits computed only at label positions)."""
+    return probe_risks(model, batch)
