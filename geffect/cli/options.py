@@ -10,7 +10,7 @@ import yaml
 from geffect.cli import UserError
 
 # CLI flag -> UnlearnConfig field, for the common settings (anything else: --set FIELD=VALUE)
-RUN_FLAGS: dict[str, tuple[str, type, str]] = {
+RUN_FLAGS: dict[str, tuple[str, type, str]] = {  # type bool: a switch
     "--task": ("task", str, "unlearning task: a name (see `geffect tasks`; default tofu, or files for a --forget "
                       "FILE), path/to/file.py:TASK or package.module:TASK"),
     "--retain": ("retain", str, "retain split or data file (default: the task's, e.g. retain90 for forget10)"),
@@ -28,13 +28,22 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
     "--probe-size": ("probe_size", int, "instances per probe set (default 32)"),
     "--checkpoint-every": ("checkpoint_every", int, "steps between checkpoints (default 50)"),
     "--device": ("device", str, "torch device (default: CUDA when available, else CPU)"),
+    "--max-length": ("max_length", int, "tokens per row (default: the model's context); longer rows are "
+                                        "truncated at the end with one warning per split"),
+    "--strict-lengths": ("strict_lengths", bool, "refuse rows longer than --max-length / the model's context "
+                                                 "instead of truncating them"),
+    "--measure-dtype": ("measure_dtype", str, "precision of the G-effect measurement, e.g. float32 for a bf16 model "
+                                              "(default: the model's own)"),
 }
 
 
 def add_run_options(parser: argparse.ArgumentParser, hparam_help: str, set_help: str) -> None:
     """Add the run-setting flags, ``--hparam``, ``--probe`` and ``--set`` to a sub-command."""
     for flag, (field, kind, text) in RUN_FLAGS.items():
-        parser.add_argument(flag, dest=field, type=kind, help=text)
+        if kind is bool:  # a switch: given means True, absent leaves the config's value
+            parser.add_argument(flag, dest=field, action="store_const", const=True, default=None, help=text)
+        else:
+            parser.add_argument(flag, dest=field, type=kind, help=text)
     parser.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE", help=hparam_help)
     parser.add_argument("--probe", action="append", default=[], metavar="NAME=SPLIT",
                         help="probe set to record: a split or data file (repeatable; default forget, retain and "

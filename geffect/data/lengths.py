@@ -13,7 +13,7 @@ training batches, probes and evaluation.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from geffect.errors import InputError
@@ -94,7 +94,11 @@ class LengthPolicy:
         if self.strict:
             raise LengthError(f"{what}, row {index}: {length} tokens, longer than {self.source} "
                               "(strict lengths: shorten the row, or drop --strict-lengths to truncate it)")
-        return encode(row, self.limit), length
+        try:
+            return encode(row, self.limit), length
+        except ValueError as err:  # the prompt alone does not fit: nothing left to learn or score
+            raise LengthError(f"{what}, row {index}: {length} tokens, longer than {self.source}, and its prompt "
+                              f"alone does not fit ({err})") from None
 
     def encode_all(self, encode: Encode, rows: Iterable[Mapping[str, Any]], what: str) -> list[dict]:
         """Every row within the limit; one :class:`LengthWarning` counts the truncated ones."""
@@ -108,13 +112,32 @@ class LengthPolicy:
             self.warn(what, len(cut), len(examples), cut)
         return examples
 
-    def warn(self, what: str, count: int, total: int | None, cut: list[tuple[int | str, int]]) -> None:
+    def fit_prompts(self, prompts: Sequence[Sequence[int]], room: int, what: str) -> list[list[int]]:
+        """Prompts that leave ``room`` positions for generated tokens: longer ones lose their beginning
+        (the end is what the continuation follows), counted in one warning; strict: an error."""
+        prompts = [list(p) for p in prompts]
+        if self.limit is None:
+            return prompts
+        if room >= self.limit:
+            raise InputError(f"{what}: {room} new tokens do not fit {self.source}")
+        keep = self.limit - room
+        cut = [(i, len(p)) for i, p in enumerate(prompts) if len(p) > keep]
+        if cut and self.strict:
+            index, length = cut[0]
+            raise LengthError(f"{what}, prompt {index}: {length} tokens + {room} to generate, longer than "
+                              f"{self.source} (strict lengths)")
+        if cut:
+            self.warn(what, len(cut), len(prompts), cut, at="the start of the prompt")
+        return [p[-keep:] if len(p) > keep else p for p in prompts]
+
+    def warn(self, what: str, count: int, total: int | None, cut: list[tuple[int | str, int]],
+             at: str = "the end of their target") -> None:
         """One warning per ``what`` (later calls for the same stream are silent)."""
         if what in self._warned:
             return
         self._warned.add(what)
         index, longest = max(cut, key=lambda item: item[1])
         share = f"{count} of {total} rows" if total is not None else f"{count} row(s) so far"
-        warnings.warn(f"{what}: {share} longer than {self.source} were truncated at the end of their target "
+        warnings.warn(f"{what}: {share} longer than {self.source} were truncated at {at} "
                       f"(longest: row {index}, {longest} tokens); set strict_lengths (--strict-lengths) to refuse "
                       "them instead", LengthWarning, stacklevel=3)

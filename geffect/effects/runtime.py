@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,6 +10,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from geffect.data.lengths import LengthWarning, model_context
 from geffect.effects.batch import ProbeBatch, instance_risks, prepare_batch, target_nll
 from geffect.effects.groups import Site
 from geffect.effects.rules import GenericRule
@@ -63,6 +65,12 @@ def forward_logits(model: nn.Module, probe: ProbeBatch) -> torch.Tensor:
     Only at the positions that predict labels (``probe.keep``) when the model honours
     ``logits_to_keep``; otherwise at every position (``target_nll`` tells them apart by shape).
     """
+    context = model_context(model)
+    if context is not None and int(probe.inputs["position_ids"].max()) >= context:
+        warnings.warn(f"probe inputs reach position {int(probe.inputs['position_ids'].max())} but "
+                      f"{type(model).__name__} has {context} positions: effects past its context measure "
+                      "extrapolation (truncate the rows, e.g. encode_row(..., max_length=...))", LengthWarning,
+                      stacklevel=3)
     extra = {} if probe.keep is None else {"logits_to_keep": probe.keep}
     try:
         output = model(**probe.inputs, use_cache=False, **extra)

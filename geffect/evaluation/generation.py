@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from geffect.data.encoding import collate, encode_prompt, pad_id
+from geffect.data.lengths import LengthPolicy
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,11 @@ def continue_prompts(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]
                      sampling: Sampling | None = None, batch_size: int = 64, progress: bool = False,
                      desc: str = "generating") -> list[str]:
     """Continuations of token-id ``prompts``: greedy when ``sampling`` is None, else ``sampling.samples``
-    seeded samples per prompt (prompt-major order: all samples of prompt 0 first)."""
+    seeded samples per prompt (prompt-major order: all samples of prompt 0 first). A prompt that
+    leaves fewer than ``max_new_tokens`` positions of the model's context loses its beginning, with
+    one warning counting them."""
     repeats = 1 if sampling is None else sampling.samples
+    prompts = LengthPolicy.for_model(model, tokenizer).fit_prompts(prompts, max_new_tokens, desc)
     expanded = [list(p) for p in prompts for _ in range(repeats)]
     was_training = model.training
     model.eval()

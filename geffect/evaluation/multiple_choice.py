@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from geffect.data.encoding import collate, encode_qa
+from geffect.data.lengths import LengthPolicy
 from geffect.objectives.terms import token_logprobs
 from geffect.schema import IGNORE_INDEX
 
@@ -50,9 +51,10 @@ def accuracy(logliks: Sequence[Sequence[float]], labels: Sequence[int],
     return float(np.mean(predictions(logliks, lengths) == np.asarray(labels)))
 
 
-def _option_example(tokenizer: Any, question: str, option: str) -> dict[str, list[int]]:
-    encoded = encode_qa(tokenizer, question, option)
-    encoded["labels"][-1] = IGNORE_INDEX  # the EOS closing a training answer is not part of the option
+def _option_example(tokenizer: Any, question: str, option: str, max_length: int | None) -> dict[str, list[int]]:
+    encoded = encode_qa(tokenizer, question, option, max_length)
+    if max_length is None:  # (a truncated option has lost its EOS already)
+        encoded["labels"][-1] = IGNORE_INDEX  # the EOS closing a training answer is not part of the option
     return encoded
 
 
@@ -62,7 +64,10 @@ def option_logliks(model: Any, tokenizer: Any, questions: Sequence[str], choices
     """Per question: the summed log-likelihood of each option and its token count."""
     if len(questions) != len(choices):
         raise ValueError(f"{len(questions)} questions but {len(choices)} lists of choices")
-    flat = [_option_example(tokenizer, q, o) for q, options in zip(questions, choices) for o in options]
+    pairs = [{"question": q, "answer": o} for q, options in zip(questions, choices) for o in options]
+    flat = LengthPolicy.for_model(model, tokenizer).encode_all(
+        lambda pair, limit: _option_example(tokenizer, pair["question"], pair["answer"], limit), pairs,
+        "multiple-choice options")
     order = sorted(range(len(flat)), key=lambda i: len(flat[i]["input_ids"]))
     sums, counts = np.empty(len(flat)), np.empty(len(flat))
     was_training = model.training

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from geffect.data.encoding import collate
+from geffect.data.lengths import LengthPolicy
 from geffect.data.rows import encode_row
 from geffect.objectives.terms import token_logprobs
 
@@ -32,11 +33,16 @@ def answer_nlls(model: torch.nn.Module, tokenizer: Any, questions: Sequence[str]
 
 @torch.no_grad()
 def row_nlls(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[str, Any]], batch_size: int = 32,
-             progress: bool = False, desc: str = "NLL") -> np.ndarray:
-    """Mean token NLL of each row's target (answer, response or text; ``geffect.data.encode_row``)."""
+             progress: bool = False, desc: str = "NLL", lengths: LengthPolicy | None = None) -> np.ndarray:
+    """Mean token NLL of each row's target (answer, response or text; ``geffect.data.encode_row``).
+
+    Rows longer than the model's context are truncated at the end of their target with one
+    warning (``lengths``: another :class:`~geffect.data.lengths.LengthPolicy`, e.g. strict).
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    encoded = [encode_row(tokenizer, row) for row in rows]
+    lengths = lengths or LengthPolicy.for_model(model, tokenizer)
+    encoded = lengths.encode_all(lambda row, limit: encode_row(tokenizer, row, limit), rows, desc)
     # Score in order of length so that batches carry little padding; restore the order after.
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
     out = np.empty(len(encoded), dtype=np.float64)

@@ -70,6 +70,7 @@ def _spec(fn: Callable[..., Any]):
 def _dry_inputs(config: UnlearnConfig, spec) -> tuple[Any, dict[str, Any], Callable[[], Any]]:
     """(model, call kwargs, autocast) for one dry call: the trainer's model, batches, views, reference
     and forward-pass precision."""
+    from geffect.data.lengths import LengthPolicy
     from geffect.training.data import UnlearningData, run_source, to_device
     from geffect.training.modeling import (
         apply_lora,
@@ -93,8 +94,9 @@ def _dry_inputs(config: UnlearnConfig, spec) -> tuple[Any, dict[str, Any], Calla
     model = apply_lora(model, config.lora)
     select_trainable(model, config, hint)
     model.train()
+    lengths = LengthPolicy.for_model(model, tokenizer, config.max_length, config.strict_lengths)
     data = UnlearningData(tokenizer, source, config.forget, config.retain if needs_retain else None, views,
-                          config.seed, config.batch_size, config.retain_batch_size)
+                          config.seed, config.batch_size, config.retain_batch_size, lengths=lengths)
     forget = to_device(data.forget_batch(0), device)
     if spec.uses_retain:
         kwargs["retain"] = to_device(data.retain_batch(0), device)

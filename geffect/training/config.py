@@ -31,6 +31,7 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("constant", "linear", "cosine")
 DIRECTIONS = (DIRECTION_GRADIENT, DIRECTION_UPDATE)
 GRANULARITIES = ("layer", "module")
+MEASURE_DTYPES = ("float32", "float64", "bfloat16", "float16")
 CONFIG_FILE = "config.yaml"
 
 
@@ -114,6 +115,9 @@ class UnlearnConfig:
     gradient_checkpointing: bool = False
     bf16: bool | None = None  # bf16 autocast; None: on when CUDA supports it
     device: str | None = None  # None: CUDA when available, else CPU
+    max_length: int | None = None  # tokens per row; None: the model's context (min with the tokenizer's limit)
+    strict_lengths: bool = False  # refuse rows longer than that instead of truncating them (one warning per split)
+    measure_dtype: str | None = None  # G-effects measured in this precision (e.g. "float32" for a bf16 model)
 
     # -- derived defaults -------------------------------------------------------------------
 
@@ -188,6 +192,14 @@ class UnlearnConfig:
             raise ConfigError("config fields 'lr', 'weight_decay' and 'warmup_steps' must be >= 0")
         if self.holdout is not None and not (isinstance(self.holdout, (int, float)) and 0 <= self.holdout < 1):
             raise ConfigError(f"config field 'holdout' must be a fraction in [0, 1), got {self.holdout!r}")
+        if self.max_length is not None and (not isinstance(self.max_length, int) or isinstance(self.max_length, bool)
+                                            or self.max_length < 2):
+            raise ConfigError(f"config field 'max_length' must be an integer >= 2, got {self.max_length!r}")
+        for name in ("strict_lengths",):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"config field {name!r} must be true or false, got {getattr(self, name)!r}")
+        if self.measure_dtype is not None:
+            _choice("measure_dtype", self.measure_dtype, MEASURE_DTYPES)
         if self.lora is not None and not isinstance(self.lora, dict):
             raise ConfigError(f"config field 'lora' must be a mapping of peft.LoraConfig arguments, got {self.lora!r}")
         if self.lora_stack is not None and (self.lora is None or not isinstance(self.lora_stack, list)):

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from geffect.data.files import DataError
+from geffect.data.lengths import LengthPolicy
 from geffect.data.rows import KIND_NAMES, row_kind, source_field, target_field, target_text
 from geffect.data.sampling import sample_indices, stable_seed
 from geffect.tasks.source import TaskData
@@ -148,25 +149,66 @@ def shard(items: Sequence[Any], rank: int, world_size: int) -> list[Any]:
 
 
 class Encoder:
-    """Encodes rows of any kind (:func:`geffect.data.encode_row`, cached) and pads them into batches."""
+    """Encodes rows of any kind (:func:`geffect.data.encode_row`, cached) and pads them into batches.
 
-    def __init__(self, tokenizer, max_length: int | None = None) -> None:
-        self.tokenizer, self.max_length = tokenizer, max_length
-        self._cache: dict[tuple[str, ...], dict[str, list[int]]] = {}
+    Rows longer than ``lengths`` allows are truncated or refused by that policy
+    (:class:`geffect.data.lengths.LengthPolicy`; ``max_length`` alone makes one without a model).
+    ``prime`` encodes a whole stream up front, so its one warning counts all its truncated rows;
+    rows first met in a batch (forget views) warn once per stream with the count so far.
+    """
 
-    def encode(self, row: Mapping[str, Any]) -> dict[str, list[int]]:
-        from geffect.data.rows import ROW_KINDS, encode_row
+    def __init__(self, tokenizer, max_length: int | None = None, lengths: LengthPolicy | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.lengths = lengths if lengths is not None else LengthPolicy(max_length, source=f"max_length={max_length}")
+        self._cache: dict[tuple, tuple[dict[str, list[int]], int | None]] = {}
+        self._cut: dict[str, list[tuple[int | str, int]]] = {}  # stream -> (row, full length) met in batches
+
+    def _encode_row(self, row: Mapping[str, Any], max_length: int | None) -> dict[str, list[int]]:
+        from geffect.data.rows import encode_row
+
+        return encode_row(self.tokenizer, row, max_length)
+
+    def _fit(self, row: Mapping[str, Any], what: str, index: int | str) -> tuple[dict[str, list[int]], int | None, bool]:
+        """(encoded row within the length policy, its full length if it was truncated else None,
+        whether it was encoded now rather than found in the cache)."""
+        from geffect.data.rows import ROW_KINDS
 
         fields = ROW_KINDS[row_kind(row.keys())]
         key = tuple(fields) + tuple(row[f] for f in fields)
-        if key not in self._cache:
-            self._cache[key] = encode_row(self.tokenizer, {f: row[f] for f in fields}, self.max_length)
-        return self._cache[key]
+        fresh = key not in self._cache
+        if fresh:
+            self._cache[key] = self.lengths.encode(self._encode_row, {f: row[f] for f in fields}, what, index)
+        return (*self._cache[key], fresh)
 
-    def batch(self, rows: Sequence[Mapping[str, Any]]) -> Batch:
+    def check(self, row: Mapping[str, Any], what: str, index: int | str) -> None:
+        """Encode a row into the cache without a warning (rows checked but not trained: held-out ones;
+        strict lengths still refuse a long one, naming ``what`` and ``index``)."""
+        self._fit(row, what, index)
+
+    def encode(self, row: Mapping[str, Any], what: str = "rows", index: int | str = "?") -> dict[str, list[int]]:
+        example, length, fresh = self._fit(row, what, index)
+        if length is not None and fresh:  # rows met first in a batch (views): warn once, counting so far
+            cut = self._cut.setdefault(what, [])
+            cut.append((index, length))
+            self.lengths.warn(what, len(cut), None, cut)
+        return example
+
+    def prime(self, rows: Sequence[Mapping[str, Any]], what: str, ids: Sequence[int] | None = None) -> None:
+        """Encode every row of a stream now: one warning counts its truncated rows (strict: the first
+        long row is an error naming ``ids[i]``, the row's number in its split)."""
+        cut = []
+        for i, row in enumerate(rows):
+            index = ids[i] if ids is not None else i
+            length = self._fit(row, what, index)[1]
+            if length is not None:
+                cut.append((index, length))
+        if cut:
+            self.lengths.warn(what, len(cut), len(rows), cut)
+
+    def batch(self, rows: Sequence[Mapping[str, Any]], what: str = "rows") -> Batch:
         from geffect.data import collate
 
-        return collate([self.encode(row) for row in rows], self.tokenizer, padding_side="right")
+        return collate([self.encode(row, what) for row in rows], self.tokenizer, padding_side="right")
 
 
 # -- probes ---------------------------------------------------------------------------------------
@@ -237,11 +279,12 @@ class UnlearningData:
 
     def __init__(self, tokenizer, source: TaskData | str, forget: str, retain: str | None,
                  views: Sequence[str] = (), seed: int = 0, batch_size: int = 8,
-                 retain_batch_size: int | None = None, max_length: int | None = None) -> None:
+                 retain_batch_size: int | None = None, max_length: int | None = None,
+                 lengths: LengthPolicy | None = None) -> None:
         check_views(views, "the run")
         source = source if isinstance(source, TaskData) else TaskData(source)
         self.source, self.seed, self.views = source, seed, list(views)
-        self.encoder = Encoder(tokenizer, max_length)
+        self.encoder = Encoder(tokenizer, max_length, lengths)
         self.forget_rows, self.forget_ids = source.rows(forget)
         check_views_fit(self.views, source.split(forget).column_names, forget, "the run")
         self.retain_rows, self.retain_ids = source.rows(retain) if retain is not None else ([], [])
@@ -253,6 +296,10 @@ class UnlearningData:
         retain_targets = [target_text(row) for row in self.retain_rows]
         self.pools = ViewPools(source.pool("idk") if "idk" in self.views else [],
                                source.pool("mismatch", retain_targets) if "mismatch" in self.views else retain_targets)
+        # every training row within the length policy now: one warning per split, or a strict error
+        self.encoder.prime(self.forget_rows, f"forget {forget!r}", self.forget_ids)
+        if retain is not None:
+            self.encoder.prime(self.retain_rows, f"retain {retain!r}", self.retain_ids)
 
     def _check_text_rows(self, split: str) -> None:
         """Encode a text split's rows now (held-out ones too), so that one with no token to learn fails
@@ -266,7 +313,7 @@ class UnlearningData:
             return
         for i, row in enumerate(data):
             try:
-                self.encoder.encode(row)
+                self.encoder.check(row, repr(split), i)
             except DataError as err:
                 raise DataError(f"{split}, row {i + 1}: {err}") from None
 
@@ -278,7 +325,7 @@ class UnlearningData:
         for view in self.views:
             views = [VIEWS[view](row, random.Random(stable_seed(self.seed, view, pos)), self.pools)
                      for row, pos in zip(rows, positions)]
-            batch[view] = self.encoder.batch(views)
+            batch[view] = self.encoder.batch(views, f"forget view {view!r}")
         return batch
 
     def hold_out(self, stream: str, count: int) -> Batch:
@@ -312,6 +359,7 @@ class UnlearningData:
         rows, ids = self.source.rows(split)
         indices = sample_indices(len(rows), size, self.seed, name)
         picked = [rows[i] for i in indices]
+        self.encoder.prime(picked, f"probe {name!r}", [ids[i] for i in indices])
         return ProbeSet(name, split, [ids[i] for i in indices], picked, self.encoder.batch(picked))
 
 

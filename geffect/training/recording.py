@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from geffect.effects.direction import resolve_direction
-from geffect.effects.runtime import probe_risks
+from geffect.effects.runtime import precision, probe_risks
 from geffect.schema import DIRECTION_GRADIENT, DIRECTION_UPDATE, IGNORE_INDEX
 from geffect.training.data import ProbeSet, to_device
 
@@ -115,16 +115,17 @@ class StepRecorder:
     def __init__(self, model: torch.nn.Module, probes: Sequence[ProbeSet], directions: Sequence[str],
                  granularity: str = "layer", chunk_size: int | None = None,
                  gather: Gather = _no_gather, autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
-                 probe_factory: Callable[..., object] | None = None) -> None:
+                 probe_factory: Callable[..., object] | None = None, dtype: torch.dtype | None = None) -> None:
         if probe_factory is None:
             from geffect.effects import EffectProbe as probe_factory
         self.model = model
+        self.dtype = dtype
         self.probes = list(probes)
         self.directions = list(directions)
         self.chunk_size = chunk_size
         self.gather = gather
         self.autocast = autocast or contextlib.nullcontext
-        self.engine = probe_factory(model, granularity=granularity)
+        self.engine = probe_factory(model, granularity=granularity, **({"dtype": dtype} if dtype else {}))
         self.groups = list(self.engine.groups)
         self.indices = {p.name: self.gather(torch.tensor(p.indices, dtype=torch.long)).tolist() for p in self.probes}
         # All probes go through the engine as one batch (one forward/backward per direction, not
@@ -151,7 +152,7 @@ class StepRecorder:
         was_training = self.model.training
         self.model.eval()
         try:
-            with self.autocast():
+            with self.autocast(), precision(self.model, self.dtype):
                 yield
         finally:
             self.model.train(was_training)
@@ -166,6 +167,8 @@ class StepRecorder:
                 results = self.engine.measure_many(directions, self._batch, chunk_size=self.chunk_size)
             values = {name: result.values.to(torch.float64).cpu() for name, result in results.items()}
             risks = next(iter(results.values())).risks.to(torch.float64).cpu()
+            # the engine may merge modules into their parents on its first pass (module granularity)
+            self.groups = record.groups = list(next(iter(results.values())).groups)
         for name in directions:  # rows direction by direction, probe by probe
             for probe, part in zip(self.probes, self._slices):
                 record.values[(probe.name, name)] = self.gather(values[name][part])

@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from geffect.data.lengths import LengthPolicy
 from geffect.errors import ObjectiveError
 from geffect.training import checkpoint as ckpt
 from geffect.training.claim import claim_run_dir
@@ -200,9 +201,10 @@ class Trainer:
         self.model.train()
         self.params = [p for _, p in trainable_state(self.model).items()]
 
+        lengths = LengthPolicy.for_model(self.model, self.tokenizer, config.max_length, config.strict_lengths)
         self.data = UnlearningData(self.tokenizer, self.source, config.forget,
                                    config.retain if needs_retain else None, self.views, config.seed,
-                                   config.batch_size, config.retain_batch_size)
+                                   config.batch_size, config.retain_batch_size, lengths=lengths)
         self.companion = build_companion(self.spec, self.hparams)  # fits probes, re-weights terms, ...
         self.companion.prepare(self.data)
         world = self.procs.world_size
@@ -222,7 +224,8 @@ class Trainer:
             shares = [p.subset(self.procs.rank, world) for p in self.probes]
             self.recorder = StepRecorder(self.model, shares, config.directions, config.granularity,
                                          config.probe_chunk_size, gather=self.procs.gather,
-                                         autocast=self.autocast, probe_factory=self.probe_factory)
+                                         autocast=self.autocast, probe_factory=self.probe_factory,
+                                         dtype=getattr(torch, config.measure_dtype) if config.measure_dtype else None)
         self.writer = RecordWriter(self.run_dir)
 
     def _prepare_dir(self, resume: bool, status: dict[str, Any]) -> int:
