@@ -95,3 +95,23 @@ def test_gradient_effect_takes_a_measurement_dtype(tiny, assert_rel_close):
     expected = geffect.gradient_effect(widened, {n: t.to(torch.bfloat16).float() for n, t in direction.items()},
                                        probe)
     assert_rel_close(frame.value.to_numpy(), expected.value.to_numpy(), 1e-6)
+
+
+def test_a_run_under_bf16_autocast_can_record_in_float32(tmp_path, assert_rel_close):
+    """measure_dtype="float32" under bf16 autocast records what a float32 run records before its first update."""
+    from geffect.training.run import Run
+
+    effects, risks = {}, {}
+    for name, settings in (("bf16", dict(bf16=True)), ("bf16-f32", dict(bf16=True, measure_dtype="float32")),
+                           ("f32", dict(bf16=False))):
+        geffect.unlearn("ga", steps=1, probe_size=8, directions=["gradient"], out=tmp_path / name, progress=False,
+                        **settings)
+        run = Run(tmp_path / name)
+        effects[name] = run.effects.sort_values(["probe", "instance", "layer"]).value.to_numpy()
+        risks[name] = run.risks.sort_values(["probe", "instance"]).risk.to_numpy()
+    assert abs(risks["bf16"] - risks["f32"]).max() > 1e-4  # autocast really changes the measurement
+    assert_rel_close(risks["bf16-f32"], risks["f32"], 1e-6)
+    # the direction is the autocast gradient in both bf16 runs, so only the measurement differs: by 4.6e-2
+    # here (forget and retain probes, 8 instances each)
+    assert_rel_close(effects["bf16-f32"], effects["bf16"], 1e-1)
+    assert not abs(effects["bf16-f32"] - effects["bf16"]).max() == 0

@@ -195,9 +195,8 @@ class UnlearnConfig:
         if self.max_length is not None and (not isinstance(self.max_length, int) or isinstance(self.max_length, bool)
                                             or self.max_length < 2):
             raise ConfigError(f"config field 'max_length' must be an integer >= 2, got {self.max_length!r}")
-        for name in ("strict_lengths",):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"config field {name!r} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.strict_lengths, bool):
+            raise ConfigError(f"config field 'strict_lengths' must be true or false, got {self.strict_lengths!r}")
         if self.measure_dtype is not None:
             _choice("measure_dtype", self.measure_dtype, MEASURE_DTYPES)
         if self.lora is not None and not isinstance(self.lora, dict):
