@@ -34,6 +34,8 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {  # type bool: a switch
                                                  "instead of truncating them"),
     "--measure-dtype": ("measure_dtype", str, "precision of the G-effect measurement, e.g. float32 for a bf16 model "
                                               "(default: the model's own)"),
+    "--fsdp": ("fsdp", bool, "shard parameters, gradients and optimiser states across the launched processes "
+                             "with FSDP2 (launch with accelerate launch / torchrun)"),
 }
 
 

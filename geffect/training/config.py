@@ -118,6 +118,7 @@ class UnlearnConfig:
     max_length: int | None = None  # tokens per row; None: the model's context (min with the tokenizer's limit)
     strict_lengths: bool = False  # refuse rows longer than that instead of truncating them (one warning per split)
     measure_dtype: str | None = None  # G-effects measured in this precision (e.g. "float32" for a bf16 model)
+    fsdp: bool = False  # shard parameters, gradients and optimiser states with FSDP2 across launched processes
 
     # -- derived defaults -------------------------------------------------------------------
 
@@ -195,8 +196,9 @@ class UnlearnConfig:
         if self.max_length is not None and (not isinstance(self.max_length, int) or isinstance(self.max_length, bool)
                                             or self.max_length < 2):
             raise ConfigError(f"config field 'max_length' must be an integer >= 2, got {self.max_length!r}")
-        if not isinstance(self.strict_lengths, bool):
-            raise ConfigError(f"config field 'strict_lengths' must be true or false, got {self.strict_lengths!r}")
+        for name in ("strict_lengths", "fsdp"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"config field {name!r} must be true or false, got {getattr(self, name)!r}")
         if self.measure_dtype is not None:
             _choice("measure_dtype", self.measure_dtype, MEASURE_DTYPES)
         if self.lora is not None and not isinstance(self.lora, dict):

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
+from torch.distributed.tensor import DTensor
 
 from geffect.effects.direction import resolve_direction
 from geffect.effects.runtime import precision, probe_risks
@@ -216,9 +217,16 @@ class StepRecorder:
 
     @staticmethod
     def _swap(params: dict[str, torch.nn.Parameter], other: dict[str, torch.Tensor]) -> None:
+        """Exchange the parameters' values with ``other`` (bit for bit): by pointer, or by copy for
+        FSDP2 shards, whose storage FSDP gathers from and must keep."""
         with torch.no_grad():
             for name, param in params.items():
-                param.data, other[name] = other[name], param.data
+                if isinstance(param, DTensor):
+                    held = param.detach().clone()
+                    param.copy_(other[name])
+                    other[name] = held
+                else:
+                    param.data, other[name] = other[name], param.data
 
     @torch.no_grad()
     def risks(self) -> dict[str, torch.Tensor]:

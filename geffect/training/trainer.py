@@ -53,7 +53,6 @@ from geffect.training.modeling import (
     default_device,
     enable_checkpointing,
     load_base,
-    load_trainable,
     reference_copy,
     select_trainable,
     trainable_state,
@@ -187,7 +186,7 @@ class Trainer:
         config = self.config
         needs_retain = self.spec.uses_retain or "mismatch" in self.views
         _seed_everything(config.seed)
-        self.procs = processes(default_device(config.device))
+        self.procs = processes(default_device(config.device), config.fsdp)
         self.device = self.procs.device
         self.autocast = autocast_factory(config, self.device)
         self.model, self.tokenizer = load_base(config, self.device)
@@ -199,6 +198,7 @@ class Trainer:
         if config.gradient_checkpointing:
             enable_checkpointing(self.model)
         self.model.train()
+        self.model = self.procs.shard(self.model)  # FSDP2 across processes with config.fsdp, else unchanged
         self.params = [p for _, p in trainable_state(self.model).items()]
 
         lengths = LengthPolicy.for_model(self.model, self.tokenizer, config.max_length, config.strict_lengths)
@@ -213,6 +213,10 @@ class Trainer:
                 raise ConfigError(f"{name}={size} must be divisible by the {world} processes")
         self.total = config.total_steps(len(self.data.forget_rows))
         self.probes = [self.data.probe(name, split, config.probe_size) for name, split in config.probes.items()]
+        short = [p.name for p in self.probes if len(p.indices) < world]
+        if config.fsdp and short:  # every process runs each sharded forward, so each needs probe rows
+            raise ConfigError(f"with fsdp each of the {world} processes measures a share of every probe: "
+                              f"probe(s) {short} have fewer instances than processes")
 
         self.optimizer = _optimizer(config, self.params)
         from transformers import get_scheduler
@@ -236,8 +240,8 @@ class Trainer:
         if latest is not None:
             start, path = latest
             params, state = ckpt.load_checkpoint(path)
-            load_trainable(self.model, params, str(path))
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.procs.load_params(self.model, params, str(path))
+            self.procs.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             ckpt.set_rng_state(state["rng"])
         if self.procs.is_main:
@@ -350,7 +354,7 @@ class Trainer:
         self.procs.average_gradients(self.params)
         loss, parts = self.procs.mean(loss), {k: self.procs.mean(v) for k, v in parts.items()}
         grads = [p.grad for p in self.params if p.grad is not None]
-        grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+        grad_norm = self.procs.grad_norm(grads)
         row = {"step": step, "loss": loss, **{f"loss_{k}": v for k, v in parts.items()},
                "grad_norm": grad_norm, "lr": lr, **self.companion.history_fields()}
         row.update({f"{key}_{p.name}": math.nan for p in self.probes for key in ("risk", "risk_change")})
@@ -412,12 +416,15 @@ class Trainer:
     def _checkpoint(self, next_step: int) -> None:
         """Flush the records and save everything needed to continue at ``next_step``."""
         self._complete_pending(None)
+        self.procs.reshard(self.model)
+        params = self.procs.full_state(trainable_state(self.model))  # (sharded: gathered by every process)
+        optimizer = self.procs.optimizer_state(self.model, self.optimizer)
         if self.procs.is_main:
             self.writer.flush()
-            state = {"step": next_step, "optimizer": self.optimizer.state_dict(),
+            state = {"step": next_step, "optimizer": optimizer,
                      "scheduler": self.scheduler.state_dict(), "rng": ckpt.rng_state(),
                      "forget_draws": next_step * self.config.grad_accum, "companion": self.companion.state_dict()}
-            ckpt.save_checkpoint(self.run_dir, next_step, trainable_state(self.model), state)
+            ckpt.save_checkpoint(self.run_dir, next_step, params, state)
             write_status(self.run_dir, "running", step=next_step, seconds=self._seconds())
         self.procs.barrier()
 
