@@ -3,6 +3,9 @@ recording leaves training (gradients, optimiser, parameters) exactly as it is wi
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -60,3 +63,11 @@ def test_fsdp_records_what_one_process_records_and_changes_no_step(tmp_path):
     assert all(torch.equal(with_records[n], without[n]) for n in without)
     single = final_parameters(runs["single"])
     assert max(relative_error(with_records[n], single[n]) for n in single) <= TOLERANCE
+
+
+def test_the_cli_runs_as_a_module_for_launchers():
+    """``accelerate launch -m geffect.cli unlearn ... --fsdp`` (the README's command) needs ``-m geffect.cli``."""
+    done = subprocess.run([sys.executable, "-m", "geffect.cli", "unlearn", "--help"], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--fsdp" in done.stdout and "--max-length" in done.stdout
