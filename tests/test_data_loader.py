@@ -119,6 +119,32 @@ def test_hub_ids_are_tried_only_when_they_could_be_one_and_never_wait_offline(tm
         load_tofu("someone/tofu-copy", "forget10")
 
 
+def test_hub_references_name_config_and_split(monkeypatch):
+    import datasets
+
+    import geffect.sources
+    from geffect.training.config import UnlearnConfig
+
+    calls = []
+
+    def fake_load_dataset(dataset_id, config=None, split=None):
+        calls.append((dataset_id, config, split))
+        return [{"question": "Q?", "answer": "A."}, {"question": "Q2?"}] if split == "bad" else [{"text": "T"}]
+
+    monkeypatch.setattr(geffect.sources, "hub_reachable", lambda *args, **kwargs: True)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    for ref, call in [("someone/data", ("someone/data", None, "train")),
+                      ("someone/data:forget10", ("someone/data", "forget10", "train")),
+                      ("someone/data:cfg:test", ("someone/data", "cfg", "test")),
+                      ("someone/data::test", ("someone/data", None, "test"))]:
+        assert looks_like_hub_id(ref) and load_rows(ref).to_list() == [{"text": "T"}] and calls[-1] == call
+    with pytest.raises(DataError, match=r"^someone/data:cfg:bad, row 2: missing field 'answer'"):
+        load_rows("someone/data:cfg:bad")
+    assert not looks_like_hub_id("someone/data:a:b:c") and not looks_like_hub_id("pkg.tasks:TASK")
+    config = UnlearnConfig(objective="ga", forget="someone/data:forget10").resolved()
+    assert (config.task, config.forget) == ("files", "someone/data:forget10")
+
+
 # -- fuzz: every loader on damaged copies of valid splits ---------------------------------------------
 
 

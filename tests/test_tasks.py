@@ -64,6 +64,21 @@ def test_splits_resolve_through_rows_files_and_folders(tmp_path):
         TaskData(folder_task).split("facts")
 
 
+def test_a_tasks_data_may_be_another_folder_or_a_hub_dataset_of_its_splits(tmp_path, monkeypatch):
+    import datasets
+
+    import geffect.sources
+
+    hazard = get_task("hazard")
+    with pytest.raises(InputError, match=rf"^{tmp_path / 'nowhere'}: no such data folder \(task 'hazard' reads"):
+        TaskData(hazard, str(tmp_path / "nowhere")).split("forget")
+    write_splits(tmp_path / "mine", {"forget": [{"text": "my passage"}]}, {"seed": 0})
+    assert TaskData(hazard, str(tmp_path / "mine")).split("forget")["text"] == ["my passage"]
+    monkeypatch.setattr(geffect.sources, "hub_reachable", lambda *args, **kwargs: True)
+    monkeypatch.setattr(datasets, "load_dataset", lambda ref, config=None, split=None: [{"text": f"{ref} {split}"}])
+    assert TaskData(hazard, "someone/hazard-copy").split("forget")["text"] == ["someone/hazard-copy forget"]
+
+
 def test_holdout_keeps_seeded_rows_out_of_training():
     data = TaskData("clockwork", holdout=0.25, seed=3, heldout={"story": "forget"})
     rows, ids = data.rows("story")

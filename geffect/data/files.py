@@ -19,7 +19,7 @@ from geffect.errors import InputError
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 Record = tuple[Any, str]  # a raw record and where it is (file, row, line)
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9]")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9](:[\w.-]*){0,2}")  # owner/name[:config[:split]]
 
 
 class DataError(InputError):
@@ -109,18 +109,33 @@ def is_data_file(name: str | Path) -> bool:
 
 
 def looks_like_hub_id(name: str) -> bool:
-    """``owner/name`` that is not an existing path and has no data-file suffix: may be a hub dataset."""
+    """``owner/name`` (optionally ``:config`` and ``:split``) that is not an existing path and has no
+    data-file suffix: may be a hub dataset."""
     return bool(_HUB_ID.fullmatch(name)) and not is_data_file(name) and not Path(name).expanduser().exists()
 
 
-def hub_records(dataset_id: str, split: str | None = None, config: str | None = None) -> list[Record]:
-    """Rows of a hub dataset (``split``, default ``train``, of configuration ``config``).
+def hub_reference(ref: str, split: str | None = None, config: str | None = None) -> tuple[str, str | None, str]:
+    """(dataset id, config, split) of ``owner/name[:config[:split]]``; the reference's parts win over
+    ``config`` / ``split``; the split defaults to ``train`` (``owner/name::test``: default config, split test)."""
+    dataset_id, _, rest = ref.partition(":")
+    named_config, _, named_split = rest.partition(":")
+    return dataset_id, named_config or config, named_split or split or "train"
+
+
+def hub_label(ref: str, split: str | None = None, config: str | None = None) -> str:
+    """``id:[config:]split``: how errors name a hub dataset's split."""
+    dataset_id, config, split = hub_reference(ref, split, config)
+    return f"{dataset_id}:{config + ':' if config else ''}{split}"
+
+
+def hub_records(ref: str, split: str | None = None, config: str | None = None) -> list[Record]:
+    """Rows of a hub dataset ``ref`` (``owner/name[:config[:split]]``; see :func:`hub_reference`).
 
     Checked for reachability first (``geffect.sources.hub_reachable``, or a cached copy), so that
     an offline machine fails at once instead of waiting on retries.
     """
-    split = split or "train"
-    label = f"{dataset_id}:{config + ':' if config else ''}{split}"
+    label = hub_label(ref, split, config)
+    dataset_id, config, split = hub_reference(ref, split, config)
     from geffect.sources import hub_reachable, in_hub_cache
 
     if not (hub_reachable() or in_hub_cache(dataset_id, "dataset")):

@@ -24,6 +24,7 @@ from geffect.data.files import (
     DATA_SUFFIXES,
     DataError,
     Record,
+    hub_label,
     hub_records,
     is_data_file,
     looks_like_hub_id,
@@ -191,7 +192,7 @@ def _records(source: Any, split: str | None) -> tuple[list[Record], str, Path | 
         if path.is_file() or is_data_file(path):
             return read_records(path), str(path), path
         if isinstance(source, str) and looks_like_hub_id(source):
-            return hub_records(source, split), f"{source}:{split or 'train'}", None
+            return hub_records(source, split), hub_label(source, split), None
         raise DataError(f"{source}: no such file or folder (data files end in {', '.join(DATA_SUFFIXES)})")
     label = split or "rows"
     if isinstance(source, Mapping):  # columns
@@ -211,9 +212,9 @@ def load_rows(source: Any, split: str | None = None, *, schema: Schema | None = 
     """Checked rows of ``source`` as a ``datasets.Dataset``.
 
     ``source``: a data file (``.jsonl``, ``.json``, ``.csv``, ``.parquet``), a folder holding
-    ``<split>.<suffix>``, a hub dataset id (tried only when it is no existing path and looks
-    like ``owner/name``; never waits when offline), a list of row dicts, a dict of columns or a
-    ``datasets.Dataset``. Rows must hold one row kind (``question``/``answer``,
+    ``<split>.<suffix>``, a hub dataset ``owner/name[:config[:split]]`` (split ``train`` by default;
+    tried only when it is no existing path; never waits when offline), a list of row dicts, a dict
+    of columns or a ``datasets.Dataset``. Rows must hold one row kind (``question``/``answer``,
     ``prompt``/``response`` or ``text``) unless ``schema`` (field -> type) says otherwise.
     ``label`` names in-memory rows in errors.
     """

@@ -77,6 +77,11 @@ class TaskData:
 
     def _from_folder(self, name: str):
         folder = self.task.data_folder(self.data)
+        chosen = self.data if self.data is not None else self.task.data
+        if chosen is not None and not folder.is_dir():
+            if looks_like_hub_id(str(chosen)):  # a hub dataset whose splits carry the task's split names
+                return load_rows(str(chosen), name)
+            raise DataError(f"{chosen}: no such data folder (task {self.task.name!r} reads its split {name!r} there)")
         known = self.known_splits()
         if name not in known or not folder.is_dir():
             close = difflib.get_close_matches(name, known, n=1)

@@ -6,7 +6,8 @@ reports and comparisons need no flags. Split names resolve, in order, to an exis
 (``.jsonl``/``.json``/``.csv``/``.parquet``), an entry of ``Task.splits`` (a file, a list of
 rows or a ``datasets.Dataset``), the task's ``reader`` (``tofu``: the embedded world or a TOFU
 folder), a file ``<split>.<suffix>`` in the task's data folder (``data/tasks/<name>/`` unless
-``data`` says otherwise), and last a hub dataset id; every one is read and checked by
+``data`` says otherwise; a ``data`` that is a hub dataset id gives its split of that name), and last
+a hub dataset ``owner/name[:config[:split]]``; every one is read and checked by
 :func:`geffect.data.load_rows`.
 
 A user registers a task in a few lines::
