@@ -19,8 +19,8 @@ def test_ga_on_tiny_forgets_and_records_consistent_effects(tmp_path):
     retain_rise = history["risk_retain"].iloc[-1] - history["risk_retain"].iloc[0]
     assert forget_rise > 0 and forget_rise > retain_rise
     effects = run.effects
-    # The paper's sign: a negative G-effect means forgetting. On the memorised model the first steps'
-    # gradients are ~0 (p ≈ 1), so the claim is checked on the effects summed over the run.
+    # The paper's sign: a negative G-effect means forgetting; checked on the effects summed over the run
+    # (single steps are noisy).
     per_instance = effects.query("direction == 'gradient'").groupby(["probe", "step", "instance"])["value"].sum()
     cumulative = per_instance.groupby(level=["probe", "step"]).mean().groupby(level="probe").sum()
     assert cumulative["forget"] < 0 and cumulative["forget"] < cumulative["retain"]
@@ -45,3 +45,15 @@ def test_the_defaults_visibly_unlearn_the_shipped_target(tmp_path, objective):
     assert forget["change"] > 0.5 and forget["p_rise"] < 0.01, forget
     topics = [f.topic for f in findings(run)]
     assert "nothing forgotten" not in topics and "where (forget, predicted change)" in topics
+
+
+@pytest.mark.slow
+def test_ga_in_the_demo_starts_with_a_visible_g_effect(tmp_path):
+    """The shipped target is memorised only until its recall targets hold, not to zero loss: GA's
+    first-step forget G-effect, with the demo's settings, is not lost beside its later spike. A target
+    memorised to zero loss gave 1e-5 of the largest. Issue #9 asks for 1 %; the rebuilt tiny gives 0.51 %
+    (a known miss, reported on the issue), so this guards against a return to the zero-loss regime."""
+    from geffect.reporting import tables
+
+    run = geffect.unlearn("ga", model="tiny", forget="forget10", steps=20, out=tmp_path / "ga", progress=False)
+    assert tables.first_step_share(run.effects, "forget") >= 0.002

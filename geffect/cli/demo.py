@@ -39,7 +39,7 @@ def _first_step_share(run) -> float | None:
     """|forget-probe G-effect at the first recorded step| / its largest per-step value (None: nothing recorded).
 
     A target memorised to zero loss starts from vanishing gradients (share near 0); the shipped
-    ``tiny`` is memorised only until its recall targets hold, so GA's share stays >= 1 %.
+    ``tiny`` is memorised only until its recall targets hold, so its effects are visible from step 0.
     """
     from geffect.reporting import tables
 

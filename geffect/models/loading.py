@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from geffect.data.paths import data_root
 from geffect.sources import Source, resolve_source
 
-SHIPPED_MODELS: tuple[str, ...] = ("tiny", "tiny-retain90", "tiny-retain95", "tiny-retain99")
+SHIPPED_MODELS: tuple[str, ...] = ("tiny", "tiny-retain90", "tiny-retain95", "tiny-retain99", "tiny-reference")
 
 
 def default_device() -> torch.device:

@@ -77,7 +77,7 @@ def first_step_share(effects: pd.DataFrame, probe: str, direction: str = DIRECTI
     """|whole-model effect at the first record| / its largest |value| over the run.
 
     Near 0 means the run starts from vanishing gradients (a target memorised to zero loss)
-    and its effects only appear later, in a spike; the shipped ``tiny`` keeps GA's at ≥ 1 %.
+    and its effects only appear later, in a spike.
     """
     series = step_series(effects, probe, direction)
     largest = float(series.abs().max()) if len(series) else 0.0
