@@ -2,8 +2,8 @@
 
 Wang et al., "Rethinking LLM Unlearning Objectives: A Gradient Perspective and Go Beyond"
 (ICLR 2025) read unlearning objectives through their G-effects. This script runs (or reuses,
-when finished runs with the same settings exist) the five studies of ``analyses/`` for 100
-steps each, plus one TNPO run at a larger β for the TNPO investigation, and writes
+when finished runs with the same settings exist) the five studies of ``analyses/`` (sizes
+below), plus one TNPO run at a larger β for the TNPO investigation, and writes
 ``analyses/CLAIMS.md``: for each finding we can state, the toy's numbers and a verdict —
 *reproduced*, *contradicted* or *cannot tell* — decided by the rule written next to it in
 :data:`CLAIMS` (code, not judgement). Risk changes are the observed changes of the probes' mean
@@ -19,15 +19,19 @@ The findings are our reading of the paper's text and figures (section given); wh
 states a G-effect property we test the G-effect, and we put the update view (the predicted risk
 change of the step actually taken under AdamW) and the observed change beside it.
 
-Two sizes, both 100 steps per run (long enough for NPO's and TNPO's slow weights):
+Two sizes:
 
-* ``python analyses/claims.py`` — the default, sized for a shared two-core machine: probes of
-  :data:`QUICK` ``probe_size`` instances, both views recorded every ``record_every`` steps (the
-  tables weight each record by its interval, and the records of steps 0, 3, …, 99 end at the final
-  weights), CSV tables only, runs under ``analyses/out/quick/``.
-* ``python analyses/claims.py --full`` — the studies' own size (probes of 32, every step
-  recorded, figures drawn), sharing ``analyses/out/<study>/`` with the study scripts, so a
-  study run there is reused and vice versa.
+* ``python analyses/claims.py`` — the default (:data:`QUICK`), sized for a shared two-core
+  machine: 61 steps per run (on the shipped ``tiny`` at lr 5e-4, NPO's weight falls below 0.5
+  before step 30, so 61 steps show it fade), probes of 16 instances, both views recorded every
+  5 steps (the tables weight each record by its interval; the record of step 60 ends at the final
+  weights, hence 61), CSV tables only, runs under ``analyses/out/quick/``.
+* ``python analyses/claims.py --full`` (:data:`FULL`) — the studies' own size: 100 steps, probes
+  of 32, every step recorded, figures drawn, sharing ``analyses/out/<study>/`` with the study
+  scripts, so a study run there is reused and vice versa.
+
+The regularisers study's GA and NPO runs are the likelihood and NPO studies' (same objective and
+settings): they are copied, not retrained.
 
 ``--steps``, ``--probe-size``, ``--record-every``, ``--lr``, ``--model``, ``--out`` override either
 size; ``--figures`` draws the studies' figures at the default size; ``--fresh`` retrains every run.
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -64,8 +69,8 @@ TNPO_BETAS = (1.0,)  # extra TNPO runs beside the default β = 0.1 of npo_family
 LEVEL = 1.0
 LEVELS = (1.0, 2.0, 4.0)
 # Run sizes (see the module docstring): QUICK is the default, FULL the studies' own settings.
-QUICK = dict(steps=100, probe_size=16, record_every=3)
-FULL = dict(steps=100, probe_size=DEFAULTS["probe_size"], record_every=DEFAULTS["record_every"])
+QUICK = dict(steps=61, probe_size=16, record_every=5)
+FULL = dict(steps=DEFAULTS["steps"], probe_size=DEFAULTS["probe_size"], record_every=DEFAULTS["record_every"])
 REPRODUCED, CONTRADICTED, CANNOT_TELL = "reproduced", "contradicted", "cannot tell"
 
 
@@ -478,6 +483,21 @@ def load_study(study: str, settings: dict[str, Any], root: Path, reuse: bool, fi
     return {v.label: _run(root / study / "runs" / v.label) for v in module.VARIANTS}
 
 
+# Runs of the regularisers study that another study already makes with the same objective and settings.
+SHARED = {"ga": "likelihood_family", "npo": "npo_family"}
+
+
+def share_run(source: Path, target: Path) -> None:
+    """Copy a finished run (and its model fingerprint) to ``target`` unless one is there; the study's
+    ``--reuse`` then keeps it if its settings and model weights match, and retrains it otherwise."""
+    marker = source.parent / f"{source.name}.model-sha256"
+    if target.exists() or not (source / "config.yaml").is_file() or not marker.is_file():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, target)
+    shutil.copy2(marker, target.parent / marker.name)
+
+
 def _run(path: Path) -> Any:
     import geffect
 
@@ -489,10 +509,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--full", action="store_true",
                         help=f"the studies' size ({FULL}, figures, runs shared with the study scripts) instead of "
                              f"the default {QUICK}")
-    parser.add_argument("--steps", type=int, help="steps per run (default 100)")
+    parser.add_argument("--steps", type=int, help="steps per run (default 61; --full: 100)")
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="learning rate (default 5e-4)")
     parser.add_argument("--probe-size", type=int, help="instances per probe (default 16; --full: 32)")
-    parser.add_argument("--record-every", type=int, help="record both views every k steps (default 3; --full: 1)")
+    parser.add_argument("--record-every", type=int, help="record both views every k steps (default 5; --full: 1)")
     parser.add_argument("--model", default=DEFAULTS["model"], help="model (default tiny)")
     parser.add_argument("--out", type=Path,
                         help=f"study output root (default {OUT_ROOT / 'quick'}; --full: {OUT_ROOT})")
@@ -519,6 +539,9 @@ def main(argv: list[str] | None = None) -> Path:
     timings = {}
     for study in STUDIES:
         began = time.perf_counter()
+        if study == "regularisers" and not args.fresh:
+            for label, source in SHARED.items():
+                share_run(args.out / source / "runs" / label, args.out / study / "runs" / label)
         found = load_study(study, settings, args.out, reuse=not args.fresh, figures=args.figures)
         timings[study] = time.perf_counter() - began
         if study == "regularisers":
