@@ -40,10 +40,11 @@ def _file_module(path: Path):
     from geffect.objectives.loading import import_file
 
     path = path.expanduser().resolve()
-    key = (path, path.stat().st_mtime_ns) if path.is_file() else None
+    if not path.is_file():
+        return import_file(path)  # raises the one-line error naming the missing file
+    key = (path, path.stat().st_mtime_ns)
     if key not in _FILE_MODULES:
-        module = import_file(path)  # a missing file raises a one-line error here
-        _FILE_MODULES[key] = module
+        _FILE_MODULES[key] = import_file(path)
     return _FILE_MODULES[key]
 
 
