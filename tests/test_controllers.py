@@ -179,7 +179,8 @@ def test_controller_logs_weights_and_resumes_exactly(tmp_path, monkeypatch, rule
     assert measured.tolist() == [True, False, True, False, True, False]
     if rule == "hypergradient":
         hyper = history.loc[measured, "meta_hypergradient_retain"].tolist()
-        assert hyper[0] == 0.0 and all(v != 0.0 for v in hyper[1:])  # no retain gradient at the reference
+        # no retain gradient at the reference (1 − cos at its minimum: zero up to rounding), some after
+        assert all(abs(v) > 1e4 * abs(hyper[0]) for v in hyper[1:])
         assert (history["weight_forget"] + history["weight_retain"]).round(9).eq(2.0).all()
         assert history["weight_retain"].nunique() > 1  # the weights moved
     else:

@@ -24,10 +24,12 @@ def lf():
 
 
 def table(hazard: dict[str, tuple[float, float, float]], toxicity: dict[str, tuple[float, float]]) -> pd.DataFrame:
-    """Rows: hazard objective -> (hazard_mc, benign_mc, general_mc); toxicity -> (toxic_rate, fluency)."""
+    """Rows: hazard objective -> (hazard_mc, benign_mc, general_mc); toxicity -> (toxic_rate, neutral_fluency),
+    with the fluency on toxic prompts at the target's value for the target only."""
     rows = [{"task": "hazard", "objective": k, "hazard_mc": a, "benign_mc": b, "general_mc": c}
             for k, (a, b, c) in hazard.items()]
-    rows += [{"task": "toxicity", "objective": k, "toxic_rate": r, "fluency": f} for k, (r, f) in toxicity.items()]
+    rows += [{"task": "toxicity", "objective": k, "toxic_rate": r, "neutral_fluency": f,
+              "fluency": f if k == "(target)" else 50 * f} for k, (r, f) in toxicity.items()]
     return pd.DataFrame(rows)
 
 
@@ -41,6 +43,9 @@ def test_score_and_eligibility(lf):
     assert judged.loc["damaging", "score"] == pytest.approx(0.6) and not judged.loc["damaging", "eligible"]
     assert judged.loc["fluent", "score"] == pytest.approx(0.4) and judged.loc["fluent", "eligible"]
     assert not judged.loc["garbled", "eligible"]
+    first_rule = lf.judge(table({"(target)": TARGET_H}, {"(target)": TARGET_T, "fluent": (0.2, 15.0)}),
+                          fluency="fluency").set_index("objective")
+    assert not first_rule.loc["fluent", "eligible"]  # that rule reads the fluency on the toxic prompts
 
 
 def full(lf, hazard_scores: dict[str, float], toxicity_scores: dict[str, float],

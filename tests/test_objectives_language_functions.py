@@ -118,7 +118,8 @@ def manual_cosine_forget(model, batch, layer, seed):
 
 def test_cosine_rmu_manual_value(model, perturbed, forget, retain):
     ref = copy.deepcopy(model)
-    out = get_objective("cosine_rmu")(perturbed, forget, retain=retain, ref_model=ref, layer=0, alpha=3.0, seed=4)
+    out = get_objective("cosine_rmu")(perturbed, forget, retain=retain, ref_model=ref, layer=0, alpha=3.0, seed=4,
+                                      retain_distance="l2")
     expected_forget = manual_cosine_forget(perturbed, forget, 0, seed=4)
     diff = ((block_output(perturbed, retain, 0) - block_output(ref, retain, 0)) ** 2).mean(-1)
     expected_retain = torch.stack([diff[i, answer_positions(retain, i)].mean() for i in range(3)]).mean()
@@ -139,6 +140,8 @@ def test_cosine_rmu_cosine_retain_option_and_zero_at_reference(model, perturbed,
     per = [torch.stack([1 - torch.dot(h[i, t], g[i, t]) / (h[i, t].norm() * g[i, t].norm())
                         for t in range(h.shape[1]) if mask[i, t]]).mean() for i in range(3)]
     assert close(out.parts["retain"], torch.stack(per).mean())
+    default = get_objective("cosine_rmu")(perturbed, forget, retain=retain, ref_model=ref, layer=0, tokens="all")
+    assert close(default.parts["retain"], out.parts["retain"])  # 1 − cos is the default retain distance
     with pytest.raises(ValueError, match="distance must be one of"):
         get_objective("cosine_rmu")(model, forget, retain=retain, ref_model=ref, retain_distance="l1")
 
