@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> Path:
         runs[task] = run_variants(variants(task), out / task, run_settings(args.model, task, size, steps),
                                   args.reuse)
         for label, run in runs[task].items():
-            rows.append({"task": task, "objective": label, **evaluate(run, size.max_examples)})
+            rows.append({**evaluate(run, size.max_examples), "task": task, "objective": label})
             print(f"{task:>8s} {label:>16s}: {_summary(rows[-1], task)}", flush=True)
         finished = {k: r for k, r in runs[task].items() if r.status == "finished"}
         shares.append(layer_shares(finished, task))
