@@ -280,6 +280,14 @@ def test_no_command_is_bad_input(capsys):
     assert main([]) == 2
 
 
+def test_python_dash_m_geffect_cli_is_the_command_with_its_exit_codes(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "geffect.cli", "unlearn", "--objective", "ga", "--lr", "nan",
+                          "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 2 and out.stderr.strip() == ("geffect unlearn: error: config field 'lr' must be a "
+                                                          "finite number, got nan"), out.stderr
+
+
 def test_readme_has_the_exit_code_table():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     for row in ("| 0 | done", "| 1 | bug", "| 2 | bad input", "| 3 | diverged"):
