@@ -339,6 +339,12 @@ def main(argv: list[str] | None = None) -> Path:
     return out
 
 
+REVISIONS = ("Two choices were revised after the first run on the rebuilt tiny (the script's docstring says why): "
+             "cosine_rmu's retain term defaults to 1 − cos (row `cosine_rmu_l2` runs the first default, RMU's "
+             "squared distance), and the toxicity rule reads the neutral-prompt fluency (the first rule's verdict is "
+             "above).")
+
+
 def results_markdown(model: str, size_name: str, steps: int, size: Size, holds: bool, lines: list[str], table: str,
                      blocks: str, layer_text: str, meta: Mapping[str, Any]) -> str:
     """The study's verdict, tables and layer text as one markdown page."""
@@ -358,7 +364,7 @@ def results_markdown(model: str, size_name: str, steps: int, size: Size, holds: 
         "",
         f"Claim (each function's own objective wins on its own function): **{'reproduced' if holds else 'not reproduced'}**"
         " on the toy, by the rule in the script's docstring.",
-        "", *lines, "", "## Table", "", table,
+        "", *lines, "", REVISIONS, "", "## Table", "", table,
         "## cosine_rmu, one default setting, every block (hazard)", "", blocks or "(not run)\n",
         "## Where each objective acts", "",
         "Fewest layer groups holding 80 % of the summed |effect| on the forget probe (signed share; "
