@@ -21,11 +21,14 @@ change of the step actually taken under AdamW) and the observed change beside it
 
 Two sizes:
 
-* ``python analyses/claims.py`` — the default (:data:`QUICK`), sized for a shared two-core
-  machine: 61 steps per run (on the shipped ``tiny`` at lr 5e-4, NPO's weight falls below 0.5
-  before step 30, so 61 steps show it fade), probes of 16 instances, both views recorded every
-  5 steps (the tables weight each record by its interval; the record of step 60 ends at the final
-  weights, hence 61), CSV tables only, runs under ``analyses/out/quick/``.
+* ``python analyses/claims.py`` — the default (:data:`QUICK`), sized for a two-core machine
+  that others share: 31 steps per run (on the shipped ``tiny`` at lr 5e-4, GA's forget risk rises
+  by ~3.7 nats and NPO's weight falls to ~0.3 by step 27), probes of 8 instances, both views
+  recorded every 5 steps (the tables weight each record by its interval; the record of step 30
+  ends at the final weights, hence 31), CSV tables only, runs under ``analyses/out/quick/``.
+  About 19 runs; on 2 cores shared with a dozen other processes one such run took ~70 s with
+  ``OMP_NUM_THREADS=1`` (and ~8 minutes with torch's default two threads, which spin against the
+  other processes: on a busy machine set ``OMP_NUM_THREADS=1``).
 * ``python analyses/claims.py --full`` (:data:`FULL`) — the studies' own size: 100 steps, probes
   of 32, every step recorded, figures drawn, sharing ``analyses/out/<study>/`` with the study
   scripts, so a study run there is reused and vice versa.
@@ -69,9 +72,10 @@ TNPO_BETAS = (1.0,)  # extra TNPO runs beside the default β = 0.1 of npo_family
 LEVEL = 1.0
 LEVELS = (1.0, 2.0, 4.0)
 # Run sizes (see the module docstring): QUICK is the default, FULL the studies' own settings.
-QUICK = dict(steps=61, probe_size=16, record_every=5)
+QUICK = dict(steps=31, probe_size=8, record_every=5)
 FULL = dict(steps=DEFAULTS["steps"], probe_size=DEFAULTS["probe_size"], record_every=DEFAULTS["record_every"])
 REPRODUCED, CONTRADICTED, CANNOT_TELL = "reproduced", "contradicted", "cannot tell"
+NOT_RUN = "not run"  # a run the claim needs is missing (its study was left out with --studies)
 
 
 @dataclass
@@ -84,6 +88,14 @@ class Claim:
     numbers: str = ""
     verdict: str = CANNOT_TELL
     details: dict[str, Any] = field(default_factory=dict)
+
+
+def not_run(claim: Claim, runs: dict[str, Any], labels: list[str]) -> bool:
+    """Mark ``claim`` as not run (and say which runs are missing) if any of ``labels`` is not in ``runs``."""
+    missing = [label for label in labels if label not in runs]
+    if missing:
+        claim.verdict, claim.numbers = NOT_RUN, f"not run (missing: {', '.join(missing)})"
+    return bool(missing)
 
 
 # -- measurements -------------------------------------------------------------------------------------------
@@ -195,6 +207,8 @@ def claim_ga_damage_grows(runs: dict[str, Any]) -> Claim:
         f"GA's retain-risk rise per unit of forget-risk rise at the end of the run vs at {LEVEL:g} nat forgotten: "
         "≥ 2 × → reproduced; ≤ 1 × → contradicted; else, or if GA never forgot twice that much, cannot tell. "
         "(Step-wise: the per-step retain G-effect and predicted retain change, first vs last third.)")
+    if not_run(claim, runs, ["ga"]):
+        return claim
     ga = runs["ga"]
     forget, retain = change(ga, "forget")["change"], change(ga, "retain")["change"]
     early = retain_at_forget(ga, LEVEL)
@@ -220,6 +234,8 @@ def claim_weighting(runs: dict[str, Any], label: str, name: str) -> Claim:
         "(Sec. 4–5: WGA weights tokens by p^α, TNPO applies NPO's weight per token, WTNPO combines both).",
         f"{name}'s retain-risk rise vs GA's when each had forgotten {LEVEL:g} nat: ≤ 0.8 × GA's → reproduced; "
         "≥ GA's → contradicted; in between, or if either never forgot that much → cannot tell.")
+    if not_run(claim, runs, [label, "ga"]):
+        return claim
     run = runs[label]
     forget, retain = change(run, "forget"), change(run, "retain")
     claim.numbers = (matched_text(run, runs["ga"], "GA") + f"; end of run: forget {fs(forget['change'])}, "
@@ -240,6 +256,8 @@ def claim_npo_fades(runs: dict[str, Any]) -> Claim:
         "tenth of the steps ≤ 0.5 × its peak magnitude → reproduced; weight ≥ 0.9 at the end, or G-effect "
         "over the last tenth ≥ its peak × 0.9 → contradicted; else cannot tell. (The predicted per-step "
         "forget-risk change, the update view, is shown beside it.)")
+    if not_run(claim, runs, ["npo"]):
+        return claim
     npo = runs["npo"]
     weight = npo.history.set_index("step")["loss_npo_weight"]
     g = -per_step(npo, "forget", DIRECTION_GRADIENT)
@@ -269,6 +287,8 @@ def claim_rmu_layers(runs: dict[str, Any]) -> Claim:
         "view predicts in blocks ≤ ℓ ≥ 0.9 → reproduced for that ℓ; all ℓ reproduced → reproduced; any ℓ "
         "below 0.5 → contradicted; else cannot tell. (By construction only blocks ℓ−2..ℓ train, so this "
         "checks the engine as much as the paper.)")
+    if not_run(claim, runs, [f"rmu_block{i}" for i in range(4)]):
+        return claim
     parts, verdicts = [], []
     for label in sorted(k for k in runs if k.startswith("rmu_block")):
         run, block = runs[label], int(label.removeprefix("rmu_block"))
@@ -297,6 +317,8 @@ def claim_regulariser(runs: dict[str, Any]) -> Claim:
         f"For each base (GA, NPO): each regularised run's retain rise at {LEVEL:g} nat forgotten divided by its "
         "base's (runs that never forgot that much are left out). KL lowest for both bases → reproduced; another "
         "regulariser lowest for both → contradicted; mixed or too few → cannot tell.")
+    if not_run(claim, runs, [f"reg:{b}{t}" for b in ("ga", "npo") for t in ("", "+gd", "+kl", "+rr")]):
+        return claim
     best, parts = {}, []
     for base in ("ga", "npo"):
         ratios = {}
@@ -322,26 +344,28 @@ def claim_regulariser(runs: dict[str, Any]) -> Claim:
 
 
 def claim_po(runs: dict[str, Any]) -> list[Claim]:
-    po, ga = runs["po"], runs["ga"]
-    g_retain = float(tables.layer_totals(po.effects, "retain", DIRECTION_GRADIENT).sum())
-    u_retain = float(tables.layer_totals(po.effects, "retain", DIRECTION_UPDATE).sum())
-    retain, forget = change(po, "retain"), change(po, "forget")
     sign = Claim(
         "po-retain-geffect",
         "PO (learning refusals with a retain NLL) has a positive retain G-effect: its retain term pulls the "
         "retain risk down while it unlearns (Sec. 4, PO).",
-        "PO's retain G-effect summed over steps and layers > 0 → reproduced; < 0 → contradicted.",
-        f"retain G-effect {f(g_retain)}; predicted retain change {f(u_retain)} nats; observed retain change "
-        f"{f(retain['change'])} nats (p rise {f(retain['p_rise'], 2)})",
-        REPRODUCED if g_retain > 0 else CONTRADICTED if g_retain < 0 else CANNOT_TELL)
-    matched = matched_damage(po, ga)
+        "PO's retain G-effect summed over steps and layers > 0 → reproduced; < 0 → contradicted.")
     spare = Claim(
         "po-spares-retain",
         "PO keeps retained knowledge better than GA: less retain damage for its forgetting (Sec. 4, PO).",
         f"PO's retain-risk rise vs GA's when each had forgotten {LEVEL:g} nat (forget risk = NLL of the original "
-        "answers): ≤ 0.8 × → reproduced; ≥ 1 × → contradicted; else, or if PO never forgot that much → cannot tell.",
-        matched_text(po, ga, "GA") + f"; end of run: forget {f(forget['before'])} → {f(forget['after'])}, retain "
-        f"{f(retain['before'])} → {f(retain['after'])} nats")
+        "answers): ≤ 0.8 × → reproduced; ≥ 1 × → contradicted; else, or if PO never forgot that much → cannot tell.")
+    if not_run(sign, runs, ["po", "ga"]) | not_run(spare, runs, ["po", "ga"]):
+        return [sign, spare]
+    po, ga = runs["po"], runs["ga"]
+    g_retain = float(tables.layer_totals(po.effects, "retain", DIRECTION_GRADIENT).sum())
+    u_retain = float(tables.layer_totals(po.effects, "retain", DIRECTION_UPDATE).sum())
+    retain, forget = change(po, "retain"), change(po, "forget")
+    sign.numbers = (f"retain G-effect {f(g_retain)}; predicted retain change {f(u_retain)} nats; observed retain "
+                    f"change {f(retain['change'])} nats (p rise {f(retain['p_rise'], 2)})")
+    sign.verdict = REPRODUCED if g_retain > 0 else CONTRADICTED if g_retain < 0 else CANNOT_TELL
+    spare.numbers = (matched_text(po, ga, "GA") + f"; end of run: forget {f(forget['before'])} → {f(forget['after'])}, "
+                     f"retain {f(retain['before'])} → {f(retain['after'])} nats")
+    matched = matched_damage(po, ga)
     if matched is not None:
         spare.verdict = damage_verdict(matched["ratio"])
     return [sign, spare]
@@ -355,6 +379,8 @@ def claim_depth(runs: dict[str, Any]) -> Claim:
         "Share of the risk-raising layer totals over the transformer blocks carried by the lower half of the "
         "blocks, for GA, WGA and NPO on the forget and retain probes, in both views: all ≥ 0.5 → reproduced; all "
         "< 0.5 → contradicted; mixed → cannot tell.")
+    if not_run(claim, runs, ["ga", "wga", "npo"]):
+        return claim
     blocks = sorted({k for k in runs["ga"].effects["layer"].unique() if k.startswith("block.")},
                     key=lambda k: int(k.split(".")[1]))
     lower = blocks[: len(blocks) // 2]
@@ -426,15 +452,18 @@ def tnpo_section(runs: dict[str, Any], extra: dict[str, Any]) -> str:
              "| final token weights on forget10 (5 / 50 / 95 %) "
              f"| forget rise (nats) | retain rise | retain at {LEVEL:g} nat forgotten (GA's) |",
              "|---|---|---|---|---|---|---|---|---|"]
-    entries = [("npo", runs["npo"], 0.1, "loss_npo_weight"), ("tnpo", runs["tnpo"], 0.1, "loss_token_weight")]
+    entries = [(label, runs[label], 0.1, column) for label, column in (("npo", "loss_npo_weight"),
+                                                                        ("tnpo", "loss_token_weight")) if label in runs]
     entries += [(label, run, float(label.split("beta")[1]), "loss_token_weight") for label, run in extra.items()]
+    if not entries:
+        lines.append("| not run (the NPO study was left out) | | | | | | | | |")
     for label, run, beta, column in entries:
         weight = run.history.set_index("step")[column]
         at29 = weight.loc[min(29, weight.index.max())]
         final = "n/a (instance weight)" if column == "loss_npo_weight" else \
             " / ".join(f"{q:.2f}" for q in np.quantile(token_weights(run, beta), [0.05, 0.5, 0.95]))
         forget, retain = change(run, "forget")["change"], change(run, "retain")["change"]
-        matched = matched_damage(run, runs["ga"])
+        matched = matched_damage(run, runs["ga"]) if "ga" in runs else None
         curve = curves(run)["forget"]
         halved, vanished = weight[weight < 0.5], weight[weight < 0.05]
         halved_text = (f"{halved.index[0]} ({fs(float(np.interp(halved.index[0], curve.index, curve)))})"
@@ -509,13 +538,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--full", action="store_true",
                         help=f"the studies' size ({FULL}, figures, runs shared with the study scripts) instead of "
                              f"the default {QUICK}")
-    parser.add_argument("--steps", type=int, help="steps per run (default 61; --full: 100)")
+    parser.add_argument("--steps", type=int, help="steps per run (default 31; --full: 100)")
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="learning rate (default 5e-4)")
-    parser.add_argument("--probe-size", type=int, help="instances per probe (default 16; --full: 32)")
+    parser.add_argument("--probe-size", type=int, help="instances per probe (default 8; --full: 32)")
     parser.add_argument("--record-every", type=int, help="record both views every k steps (default 5; --full: 1)")
     parser.add_argument("--model", default=DEFAULTS["model"], help="model (default tiny)")
     parser.add_argument("--out", type=Path,
                         help=f"study output root (default {OUT_ROOT / 'quick'}; --full: {OUT_ROOT})")
+    parser.add_argument("--studies", default=",".join(STUDIES),
+                        help="comma-separated studies to run (default all five; claims whose runs are missing "
+                             "say 'not run')")
     parser.add_argument("--figures", action="store_true", help="draw the studies' figures (always with --full)")
     parser.add_argument("--claims", type=Path, default=CLAIMS_FILE, help=f"where to write (default {CLAIMS_FILE})")
     parser.add_argument("--fresh", action="store_true", help="retrain every run instead of reusing finished ones")
@@ -527,6 +559,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, key, value)
     args.out = args.out or (OUT_ROOT if args.full else OUT_ROOT / "quick")
     args.figures = args.figures or args.full
+    args.studies = [study.strip() for study in args.studies.split(",") if study.strip()]
+    unknown = sorted(set(args.studies) - set(STUDIES))
+    if unknown:
+        parser.error(f"unknown studies {unknown}; choose from {', '.join(STUDIES)}")
     return args
 
 
@@ -537,7 +573,8 @@ def main(argv: list[str] | None = None) -> Path:
                     batch_size=DEFAULTS["batch_size"], lr=args.lr, record_every=args.record_every)
     runs: dict[str, Any] = {}
     timings = {}
-    for study in STUDIES:
+    extra: dict[str, Any] = {}
+    for study in [s for s in STUDIES if s in args.studies]:
         began = time.perf_counter()
         if study == "regularisers" and not args.fresh:
             for label, source in SHARED.items():
@@ -548,15 +585,17 @@ def main(argv: list[str] | None = None) -> Path:
             runs |= {f"reg:{label}": run for label, run in found.items()}
         else:
             runs |= found
-    began = time.perf_counter()
-    extra = run_variants([Variant(f"tnpo_beta{beta:g}", "tnpo", hparams={"beta": beta}) for beta in TNPO_BETAS],
-                         args.out / "claims", {**settings, "progress": False}, reuse=not args.fresh)
-    timings["tnpo β runs"] = time.perf_counter() - began
+        if study == "npo_family":  # the TNPO investigation's extra runs, right after the NPO study
+            began = time.perf_counter()
+            extra = run_variants([Variant(f"tnpo_beta{beta:g}", "tnpo", hparams={"beta": beta}) for beta in TNPO_BETAS],
+                                 args.out / "claims", {**settings, "progress": False}, reuse=not args.fresh)
+            timings["tnpo β runs"] = time.perf_counter() - began
     claims: list[Claim] = []
     for make in CLAIMS:
         made = make(runs)
         claims.extend(made if isinstance(made, list) else [made])
-    command = "python analyses/claims.py" + (" --full" if args.full else "")
+    command = "python analyses/claims.py" + (" --full" if args.full else "") + (
+        f" --studies {','.join(args.studies)}" if list(args.studies) != list(STUDIES) else "")
     text = render(claims, runs, extra, settings, timings, time.perf_counter() - start, command, args.note)
     args.claims.write_text(text, encoding="utf-8")
     print(text)
@@ -567,10 +606,10 @@ def main(argv: list[str] | None = None) -> Path:
 def render(claims: list[Claim], runs: dict[str, Any], extra: dict[str, Any], settings: dict[str, Any],
            timings: dict[str, float], seconds: float, command: str = "python analyses/claims.py",
            note: str = "") -> str:
-    counts = {v: sum(c.verdict == v for c in claims) for v in (REPRODUCED, CONTRADICTED, CANNOT_TELL)}
+    counts = {v: sum(c.verdict == v for c in claims) for v in (REPRODUCED, CONTRADICTED, CANNOT_TELL, NOT_RUN)}
     header = [
         "# Which findings of Wang et al. (ICLR 2025) the toy reproduces", "",
-        f"Written by `{command}` from the runs of the five studies in `analyses/` "
+        f"Written by `{command}` from the runs of the studies in `analyses/` "
         f"(model `{settings['model']}` (weights sha256 {model_fingerprint(settings['model'])[:12] or 'n/a'}), forget split `{settings['forget']}`, {settings['steps']} AdamW steps at lr "
         f"{settings['lr']:g}, batch {settings['batch_size']}, both views recorded every {settings['record_every']} "
         f"step(s) on probes of {settings['probe_size']} forget and retain instances). Each verdict follows the rule "
@@ -579,7 +618,7 @@ def render(claims: list[Claim], runs: dict[str, Any], extra: dict[str, Any], set
         f"{MIN_RISK_CHANGE:g} nats. Risks are mean per-token NLL of the answers, in nats."
         + (f" {note}" if note else ""), "",
         f"Verdicts: {counts[REPRODUCED]} reproduced, {counts[CONTRADICTED]} contradicted, "
-        f"{counts[CANNOT_TELL]} cannot tell.", "",
+        f"{counts[CANNOT_TELL]} cannot tell" + (f", {counts[NOT_RUN]} not run" if counts[NOT_RUN] else "") + ".", "",
         "| # | finding (Wang et al., our reading) | the toy's numbers | rule | verdict |",
         "|---|---|---|---|---|",
     ]

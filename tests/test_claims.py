@@ -126,3 +126,13 @@ def test_npo_fading_needs_both_the_weight_and_the_g_effect_to_fall(claims):
     assert claims.claim_npo_fades({"npo": run}).verdict == claims.CONTRADICTED
     half = with_effects(linear_run(0.2, 0.02), fading, {"loss_npo_weight": np.linspace(1.0, 0.7, 10)})
     assert claims.claim_npo_fades({"npo": half}).verdict == claims.CANNOT_TELL
+
+
+def test_a_claim_whose_runs_are_missing_says_not_run(claims):
+    ga = with_effects(linear_run(0.4, 0.1), {(p, d): np.ones(10) for p in ("forget", "retain")
+                                             for d in ("gradient", "update")})
+    assert claims.claim_ga_damage_grows({"ga": ga}).verdict != claims.NOT_RUN
+    rmu = claims.claim_rmu_layers({"ga": ga})
+    assert rmu.verdict == claims.NOT_RUN and "rmu_block0" in rmu.numbers
+    assert [c.verdict for c in claims.claim_po({"ga": ga})] == [claims.NOT_RUN] * 2
+    assert claims.claim_weighting({"ga": ga}, "wga", "WGA").verdict == claims.NOT_RUN
