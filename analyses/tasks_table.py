@@ -10,7 +10,12 @@ metric before → after, the run's total forget and retain G-effect, the seconds
 recorded steps took), and puts ``tasks.md`` into README.md between the
 ``<!-- tasks-table -->`` markers.
 
-Run: ``python analyses/tasks_table.py [--out analyses/out/tasks] [--max-examples 64] [--no-readme]``.
+Sizes (``--size``): ``full`` (default) evaluates 64 rows per split and records on probes of 32
+instances; ``quick`` 16 and 16, for a shared machine. The steps are 30 in both. The table
+written into the README says which size produced it.
+
+Run: ``python analyses/tasks_table.py [--size full|quick] [--tasks ...] [--out analyses/out/tasks]
+[--max-examples N] [--no-readme]``.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from geffect.training.summary import to_markdown  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MARK_START, MARK_END = "<!-- tasks-table:start -->", "<!-- tasks-table:end -->"
-SETTINGS = dict(model="tiny", steps=30, batch_size=8, probe_size=32, record_every=1, lr=5e-4)
+SETTINGS = dict(model="tiny", steps=30, batch_size=8, record_every=1, lr=5e-4)
+SIZES = {"full": dict(max_examples=64, probe_size=32), "quick": dict(max_examples=16, probe_size=16)}
 # RMU at tiny scale (see analyses/objectives_table.py): a steering target longer than the
 # activations, a retain weight on the forget term's scale, blocks 0..1 trained, a larger step.
 RMU = dict(lr=1e-2, trainable=[r"layers\.[01]\."], hparams=dict(steering_coeff=100.0, alpha=10.0))
@@ -65,7 +71,8 @@ def total_effect(run: Any, probe: str) -> float:
     return float(tables.cumulative(tables.step_series(run.effects, probe)).iloc[-1])
 
 
-def run_task(task: str, plan: Plan, out: Path, max_examples: int | None) -> tuple[list[dict], list[dict]]:
+def run_task(task: str, plan: Plan, out: Path, max_examples: int | None,
+             probe_size: int) -> tuple[list[dict], list[dict]]:
     """(README rows, long metric rows) of every objective on ``task``."""
     target, tokenizer = load(SETTINGS["model"])
     before = evaluate_task(target, tokenizer, task, model_name=SETTINGS["model"], max_examples=max_examples,
@@ -75,7 +82,8 @@ def run_task(task: str, plan: Plan, out: Path, max_examples: int | None) -> tupl
     for objective, extra in [*((name, {}) for name in BASELINES), *plan.extra.items()]:
         folder = out / "runs" / f"{task}-{objective}"
         shutil.rmtree(folder, ignore_errors=True)  # this script's own earlier run: start fresh
-        run = geffect.unlearn(objective, task=task, out=folder, progress=False, **{**SETTINGS, **extra})
+        run = geffect.unlearn(objective, task=task, out=folder, progress=False, probe_size=probe_size,
+                              **{**SETTINGS, **extra})
         if run.status != "finished":
             print(f"{task}/{objective}: run {run.status}: {run.info.get('message')}", flush=True)
             continue
@@ -109,7 +117,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "analyses" / "out" / "tasks", help="output directory")
     parser.add_argument("--tasks", nargs="*", default=list(PLANS), help="subset of tasks (default: all)")
-    parser.add_argument("--max-examples", type=int, default=64, help="rows per evaluated split (default 64)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="full", help="evaluation and probe size")
+    parser.add_argument("--max-examples", type=int, help="rows per evaluated split (default: the size's)")
     parser.add_argument("--no-readme", action="store_true", help="do not write the table into README.md")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.tasks) - set(PLANS))
@@ -117,18 +126,25 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         parser.error(f"unknown task(s) {unknown}; choose from {sorted(PLANS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    size = SIZES[args.size]
+    max_examples = size["max_examples"] if args.max_examples is None else args.max_examples
     rows, long = [], []
     for task in args.tasks:
-        task_rows, task_long = run_task(task, PLANS[task], args.out, args.max_examples)
+        task_rows, task_long = run_task(task, PLANS[task], args.out, max_examples, size["probe_size"])
         rows += task_rows
         long += task_long
     table = pd.DataFrame(rows)
     pd.DataFrame(long).to_csv(args.out / "tasks.csv", index=False)
-    markdown = to_markdown(table, digits=3)
+    seconds = time.perf_counter() - start
+    markdown = to_markdown(table, digits=3) + (
+        f"\nSize `{args.size}`: {max_examples} rows per evaluated split, probes of {size['probe_size']} "
+        f"instances, 30 steps; all runs and evaluations took {seconds / 60:.0f} min "
+        f"(`python analyses/tasks_table.py --size {args.size}`).\n")
     (args.out / "tasks.md").write_text(markdown)
     print(markdown)
-    print(f"all tasks in {time.perf_counter() - start:.0f} s")
-    if not args.no_readme and not write_readme(markdown, ROOT / "README.md"):
+    if set(args.tasks) != set(PLANS):
+        print("a subset of the tasks: README.md left as it is; the table is in", args.out / "tasks.md")
+    elif not args.no_readme and not write_readme(markdown, ROOT / "README.md"):
         print("README.md has no tasks-table markers; the table is in", args.out / "tasks.md")
     return table
 

@@ -44,7 +44,7 @@ SHAPES = {  # Hugging Face configurations of the shapes (weights are random)
     "llama-2-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                        num_key_value_heads=32, vocab_size=32000, tie_word_embeddings=False),
     "small": dict(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, vocab_size=3072, tie_word_embeddings=True),
+                  num_key_value_heads=2, vocab_size=4096, tie_word_embeddings=True),  # the shipped tokenizer's size
 }
 GIB = 2**30
 

@@ -34,7 +34,7 @@ from geffect.training.records import table_path
 from geffect.training.run import Run
 
 ARGS = ["--forget", "forget01", "--batch-size", "2", "--probe-size", "2", "--no-progress"]
-SHIPPED = "tiny, tiny-retain90, tiny-retain95, tiny-retain99"
+SHIPPED = "tiny, tiny-retain90, tiny-retain95, tiny-retain99, tiny-reference"
 
 
 def one_error_line(capsys) -> str:

@@ -96,7 +96,7 @@ def geffect_cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def forget_file(tmp_path_factory) -> Path:
-    """Six QA rows, two of them with an answer far longer than tiny's 128 positions."""
+    """Six QA rows, two of them with an answer far longer than tiny's 256 positions."""
     import geffect
 
     world = geffect.load_world()["forget10"].select(range(6))
@@ -113,7 +113,7 @@ def test_unlearn_truncates_long_training_rows_with_one_warning(forget_file, tmp_
     assert done.returncode == 0, done.stderr[-3000:]
     warned = [line for line in done.stderr.splitlines() if "LengthWarning" in line]
     assert len(warned) == 2, done.stderr  # the forget split, and the forget probe on it
-    assert any("2 of 6 rows longer than the model's context of 128 positions" in w for w in warned)
+    assert any("2 of 6 rows longer than the model's context of 256 positions" in w for w in warned)
     assert any("probe 'forget'" in w for w in warned)
     from geffect.training.run import Run
 
@@ -126,13 +126,13 @@ def test_strict_lengths_refuse_the_run_in_one_line(forget_file, tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     message = done.stderr.strip().splitlines()[-1]  # (above it: the model's loading bar)
     assert message.startswith("geffect unlearn: error: forget ")
-    assert "forget" in message and "row 1:" in message and "longer than the model's context of 128" in message
+    assert "forget" in message and "row 1:" in message and "longer than the model's context of 256" in message
 
 
 def test_max_length_beyond_the_context_is_bad_input(forget_file, tmp_path):
     done = geffect_cli("unlearn", "--objective", "ga", "--forget", str(forget_file), "--holdout", "0",
                        "--steps", "1", "--max-length", "4096", "--out", str(tmp_path / "run"))
-    assert done.returncode == 2 and "max_length=4096 is longer than the model's context of 128" in done.stderr
+    assert done.returncode == 2 and "max_length=4096 is longer than the model's context of 256" in done.stderr
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_evaluation_scores_long_rows_within_the_context(tiny):
 
     model, tokenizer = tiny
     rows = [{"question": "Who kept the ledger?", "answer": LONG}, {"question": "Q?", "answer": "A."}]
-    with pytest.warns(LengthWarning, match="1 of 2 rows longer than the model's context of 128"):
+    with pytest.warns(LengthWarning, match="1 of 2 rows longer than the model's context of 256"):
         nlls = row_nlls(model, tokenizer, rows)
     assert np.isfinite(nlls).all()
     strict = LengthPolicy.for_model(model, tokenizer, strict=True)
@@ -170,8 +170,8 @@ def test_the_engine_says_when_a_probe_is_longer_than_the_context(tiny):
     import geffect
 
     model, _ = tiny
-    ids = torch.randint(3, 3000, (2, 160))
+    ids = torch.randint(3, 3000, (2, 300))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
     direction = {n: torch.ones_like(p) for n, p in model.named_parameters()}
-    with pytest.warns(LengthWarning, match="reach position 159 but LlamaForCausalLM has 128 positions"):
+    with pytest.warns(LengthWarning, match="reach position 299 but LlamaForCausalLM has 256 positions"):
         geffect.gradient_effect(model, direction, batch)
