@@ -13,7 +13,9 @@ They take turns in rounds of 10 steps after a warm-up, so machine load hits all 
 each variant's ratio is the median over rounds of its time per step over the plain trainer's in
 the same round, printed with the range over rounds. Targets (issue 12): every step ≤ 2.3x plain,
 every 10 steps ≤ 1.15x plain, for GA. Run: ``python benchmarks/training.py [--objective ga]
-[--batch-size 8] [--rounds 5]``.
+[--batch-size 8] [--rounds 5]``. On a CPU shared with other work, ``--clock cpu`` times each round
+by the process's CPU time instead of the wall clock (with ``OMP_NUM_THREADS=1``, so that no thread
+spins waiting for a core), which other processes' load barely changes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -55,17 +58,17 @@ def build(args: argparse.Namespace, record_every: int, directions: list[str], fo
     return trainer
 
 
-def timed_round(trainer: Trainer, first: int) -> float:
-    """Seconds per step over steps ``first .. first + ROUND - 1``."""
+def timed_round(trainer: Trainer, first: int, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds per step over steps ``first .. first + ROUND - 1`` (wall clock, or ``clock``)."""
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
     sync()
-    start = time.perf_counter()
+    start = clock()
     for step in range(first, first + ROUND):
         message = trainer._step(step)
         if message is not None:
             raise RuntimeError(f"benchmark run diverged: {message}")
     sync()
-    return (time.perf_counter() - start) / ROUND
+    return (clock() - start) / ROUND
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -78,14 +81,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds of 10 steps per variant")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: this process's CPU time (CPU runs on a shared machine)")
     args = parser.parse_args(argv)
+    if args.clock == "cpu" and args.device is not None and args.device.startswith("cuda"):
+        parser.error("--clock cpu times CPU work only; use the wall clock on CUDA")
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
 
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {name: build(args, every, directions, Path(tmp)) for name, (every, directions) in VARIANTS.items()}
         times: dict[str, list[float]] = {name: [] for name in VARIANTS}
         for r in range(args.warmup + args.rounds):
             for name, trainer in trainers.items():
-                seconds = timed_round(trainer, r * ROUND)
+                seconds = timed_round(trainer, r * ROUND, clock)
                 if r >= args.warmup:
                     times[name].append(seconds)
         for trainer in trainers.values():
@@ -94,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     median = {name: statistics.median(values) for name, values in times.items()}
     per_round = {name: [t / p for t, p in zip(values, times["plain"])] for name, values in times.items()}
     print(f"objective {args.objective}, model {args.model}, batch {args.batch_size} (= each of 2 probe sets), "
-          f"threads {torch.get_num_threads()}, {args.rounds} rounds x {ROUND} steps")
+          f"threads {torch.get_num_threads()}, {args.rounds} rounds x {ROUND} steps, {args.clock} clock")
     print(f"{'variant':<26} {'ms/step':>9} {'ratio':>7} {'range over rounds':>18} {'target':>7}")
     ratios = {}
     for name in VARIANTS:
