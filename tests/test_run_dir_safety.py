@@ -69,14 +69,17 @@ def test_a_second_claim_is_refused_naming_the_owner(tmp_path):
     claim_run_dir(tmp_path / "run", resume=False).release()  # released: free again (no run started)
 
 
-def _claim_in_child(path: Path, hold: float) -> int:
-    """Fork a process that claims ``path``, holds it ``hold`` s and exits (0 claimed, 3 refused)."""
+def _claim_in_child(path: Path, release: Path) -> int:
+    """Fork a process that claims ``path``, holds it until ``release`` exists (at most 60 s) and exits
+    (0 claimed, 3 refused)."""
     pid = os.fork()
     if pid == 0:  # child: exit without cleanup, as a killed process would
         code = 1
         try:
             claim_run_dir(path, resume=False)
-            time.sleep(hold)
+            deadline = time.time() + 60
+            while not release.exists() and time.time() < deadline:
+                time.sleep(0.01)
             code = 0
         except RunInUseError:
             code = 3
@@ -87,10 +90,19 @@ def _claim_in_child(path: Path, hold: float) -> int:
 
 def test_claims_race_exactly_one_winner_and_a_dead_owner_frees_the_run(tmp_path):
     for round_ in range(10):
-        path = tmp_path / f"run{round_}"
-        pids = [_claim_in_child(path, hold=0.3) for _ in range(3)]
-        codes = sorted(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids)
-        assert codes == [0, 3, 3], codes
+        path, release = tmp_path / f"run{round_}", tmp_path / f"release{round_}"
+        running = [_claim_in_child(path, release) for _ in range(3)]
+        codes = []
+        while running:  # the winner holds the claim until both others have tried, however slow they start
+            for pid in list(running):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    running.remove(pid)
+                    codes.append(os.waitstatus_to_exitcode(status))
+            if len(codes) >= 2:
+                release.touch()
+            time.sleep(0.01)
+        assert codes == [3, 3, 0], codes
         # the winner exited without releasing: the kernel dropped its lock, so the run is claimable
         claim_run_dir(path, resume=True).release()
 
