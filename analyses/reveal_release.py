@@ -90,6 +90,7 @@ def run_concept(concept: str, out: Path, settings: dict[str, Any]) -> dict[str, 
     import torch
 
     from geffect.procedures import RevealReleaseConfig, release_on_true_forget, reveal_release
+    from geffect.procedures.reveal_release import PROBES_DIR, fixed_probes
 
     torch.set_num_threads(1)
     seconds = {}
@@ -99,8 +100,9 @@ def run_concept(concept: str, out: Path, settings: dict[str, Any]) -> dict[str, 
         reveal_release(concept, out=folder, resume=folder.exists(), progress=False, **{**settings, **overrides})
         seconds[label] = time.perf_counter() - started
     started = time.perf_counter()
-    release_on_true_forget(RevealReleaseConfig(concept=concept, **settings), out / concept / _slug(TRUE),
-                           progress=False)
+    config = RevealReleaseConfig(concept=concept, **settings)
+    probes = fixed_probes(config, out / concept / _slug("R&R") / PROBES_DIR)  # the rows R&R's releases measured
+    release_on_true_forget(config, out / concept / _slug(TRUE), progress=False, probes=probes)
     seconds[TRUE] = time.perf_counter() - started
     return seconds
 

@@ -177,3 +177,23 @@ def test_a_diverged_release_stops_the_procedure_and_exits_3(tmp_path, capsys):
     assert "iteration 1: the release run" in result.info["message"] and [r.status for r in result.runs] == ["diverged"]
     assert "status: diverged" in capsys.readouterr().out
     assert main(["reveal-release", "--out", str(out), "--resume", "--no-progress"]) == 3  # nothing redone
+
+
+@pytest.mark.parametrize("name", ["persons", "toxicity"])
+def test_every_release_and_the_true_forget_run_share_the_probe_rows(tmp_path, name):
+    from geffect.procedures.reveal_release import RevealReleaseConfig, _Procedure, fixed_probes
+
+    config = RevealReleaseConfig(concept=name, probe_size=5, seed=2)
+    procedure = _Procedure(config, tmp_path / "rr", progress=False)
+    first = procedure.release_config(1, tmp_path / "rr" / "iter-01").probes
+    second = procedure.release_config(2, tmp_path / "rr" / "iter-02").probes
+    assert first["true_forget"] == second["true_forget"] and first["retain"] == second["retain"]
+    rows = pd.read_json(first["true_forget"], lines=True)
+    fields = {"question", "answer"} if get_concept(name).kind == "qa" else {"prompt", "response"}
+    assert len(rows) == 5 and set(rows.columns) == fields
+    written = (tmp_path / "rr" / "probes" / "true_forget.jsonl").read_text()
+    elsewhere = fixed_probes(config, tmp_path / "other")  # the same seed and size: the same rows
+    assert (tmp_path / "other" / "true_forget.jsonl").read_text() == written
+    assert fixed_probes(RevealReleaseConfig(concept=name, probe_size=5, seed=3), tmp_path / "third")
+    assert (tmp_path / "third" / "true_forget.jsonl").read_text() != written
+    assert elsewhere["retain"].endswith("retain.jsonl")

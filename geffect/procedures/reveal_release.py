@@ -21,6 +21,7 @@ It stops after ``iterations`` rounds or when the best instruction's mean reward 
     iter-01/reveal/       rounds.csv, instructions.csv, completions.csv, forget.jsonl, retain.jsonl, reveal.json
     iter-01/release/      the geffect run directory of the iteration's LoRA module
     iter-01/metrics.json  the concept's metrics after the iteration
+    probes/               true_forget.jsonl, retain.jsonl: the probe rows every release measures
 
 A killed procedure continues with ``resume=True``: finished stages are read back, a release run
 resumes from its checkpoint.
@@ -47,6 +48,7 @@ CONFIG_FILE = "reveal_release.yaml"
 STATUS_FILE = "status.json"
 SUMMARY_FILE = "summary.csv"
 BASELINE_FILE = "baseline.json"
+PROBES_DIR = "probes"  # the true_forget / retain probe rows every release shares
 DEFAULT_LORA = {"r": 8, "lora_alpha": 16, "target_modules": "all-linear", "lora_dropout": 0.0}
 
 
@@ -332,9 +334,8 @@ class _Procedure:
     def _retain_split_rows(self) -> list[dict[str, Any]]:
         from geffect.tasks import TaskData
 
-        columns = ("question", "answer") if self.concept.kind == "qa" else ("prompt", "response")
         split = TaskData(self.concept.task or "tofu").split(self.concept.retain)
-        return [{k: row[k] for k in columns} for row in split]
+        return [_kind_columns(self.concept, row) for row in split]
 
     def release_config(self, i: int, folder: Path) -> UnlearnConfig:
         """The geffect run config of iteration ``i``'s LoRA module."""
@@ -343,7 +344,7 @@ class _Procedure:
         return UnlearnConfig.from_dict({
             **c.release_settings(), "task": self.concept.task or "tofu", "forget": forget,
             "retain": str(reveal_dir / "retain.jsonl"),
-            "probes": {"forget": forget, "true_forget": self.concept.heldout_forget, "retain": self.concept.retain},
+            "probes": {"forget": forget, **fixed_probes(c, self.out / PROBES_DIR)},
             "lora_stack": [f"../../iter-{j:02d}/release" for j in range(1, i)] or None, "seed": c.seed + i,
         })
 
@@ -377,6 +378,35 @@ class _Procedure:
         tmp.replace(self.out / SUMMARY_FILE)
 
 
+def _kind_columns(concept: Concept, row: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``row`` that a row of the concept's kind holds (question/answer or prompt/response)."""
+    columns = ("question", "answer") if concept.kind == "qa" else ("prompt", "response")
+    return {k: row[k] for k in columns}
+
+
+def fixed_probes(config: RevealReleaseConfig, folder: str | Path) -> dict[str, str]:
+    """Probe files ``true_forget`` (the concept's held-out forget split) and ``retain``, written once.
+
+    ``probe_size`` rows seeded by the procedure's seed (not the run's), so every iteration's release
+    — and :func:`release_on_true_forget` given the same files — measures the same rows, and the
+    per-iteration and data-mismatch studies compare like with like. Returns probe name -> file.
+    """
+    from geffect.data.sampling import sample_indices
+    from geffect.tasks import TaskData
+
+    concept, folder = get_concept(config.concept), Path(folder)
+    data, out = TaskData(concept.task or "tofu"), {}
+    for name, split in (("true_forget", concept.heldout_forget), ("retain", concept.retain)):
+        path = folder / f"{name}.jsonl"
+        if not path.is_file():
+            rows = data.split(split)
+            folder.mkdir(parents=True, exist_ok=True)
+            _write_jsonl(path, [_kind_columns(concept, rows[i])
+                                for i in sample_indices(len(rows), config.probe_size, config.seed, name)])
+        out[name] = str(path.resolve())
+    return out
+
+
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
@@ -387,12 +417,13 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def release_on_true_forget(config: RevealReleaseConfig, out: str | Path, steps: int | None = None,
-                           progress: bool = True):
+                           progress: bool = True, probes: dict[str, str] | None = None):
     """One LoRA run of the base objective on the concept's real forget data (the comparison R&R lacks).
 
     Same objective, LoRA, lr, batch and probes as a Release; ``steps`` defaults to the procedure's
-    total (``iterations × steps``). Returns the ``geffect.Run``; its metrics go to ``metrics.json``
-    beside the run's own files as ``concept_metrics.json``.
+    total (``iterations × steps``). ``probes`` (name -> split or file) replaces the ``true_forget``
+    and ``retain`` probes, e.g. a procedure's :func:`fixed_probes` so both measure the same rows.
+    Returns the ``geffect.Run``; the concept's metrics go beside the run's files as ``concept_metrics.json``.
     """
     from geffect.training import Run, unlearn
 
@@ -401,7 +432,8 @@ def release_on_true_forget(config: RevealReleaseConfig, out: str | Path, steps: 
     settings = {
         **config.run_settings, "objective": config.objective, "hparams": dict(config.hparams), "model": config.model,
         "task": concept.task or "tofu", "forget": concept.true_forget, "retain": concept.retain,
-        "probes": {"forget": concept.true_forget, "true_forget": concept.heldout_forget, "retain": concept.retain},
+        "probes": {"forget": concept.true_forget,
+                   **(probes or {"true_forget": concept.heldout_forget, "retain": concept.retain})},
         "lora": dict(config.lora), "steps": steps or config.iterations * config.steps, "lr": config.lr,
         "batch_size": config.batch_size, "record_every": config.record_every, "probe_size": config.probe_size,
         "seed": config.seed,

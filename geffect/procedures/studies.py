@@ -131,7 +131,8 @@ def iteration_module_effects(procedure: Any, probes: Sequence[str] = ("true_forg
     """For every iteration ``i`` (its model: modules 1..i), each module's predicted risk change per probe and layer.
 
     ``procedure``: a :class:`~geffect.procedures.RevealRelease` (or its path). The probes are those
-    the iteration's release run recorded (same rows in every iteration for ``true_forget``/``retain``).
+    the iteration's release run recorded (``true_forget``/``retain``: the same rows in every iteration,
+    :func:`~geffect.procedures.reveal_release.fixed_probes`).
     """
     from geffect.procedures.reveal_release import RevealRelease
 
