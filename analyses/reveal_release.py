@@ -38,7 +38,10 @@ evaluation examples) runs both concepts in about 10-15 minutes on a shared two-c
     python analyses/reveal_release.py                       # quick
     python analyses/reveal_release.py --size full --fresh   # the issue's size (about 4x longer)
 
-Any of ``--iterations --rounds --steps --lr --eval-examples`` overrides the size. Concepts run in
+Any of ``--iterations --rounds --steps --eval-examples`` overrides the size. The Release lr is
+1e-2 (``--lr``), not the procedure's default 1e-3: on the rebuilt ``tiny``, 20 steps of NPO + retain
+NLL in a rank-8 LoRA on the true forget data raise the held-out forget risk from 0.14 to 0.15
+nats/token (persons) at 1e-3, to 9.0 at 1e-2 (toxicity: 1.15 to 1.5, and to 7.1). Concepts run in
 parallel processes (``--jobs``, one thread each). A rerun reuses finished stages; ``--fresh``
 starts over. The README figure is ``overview.png`` (copied to ``docs/reveal_release.png``).
 """
@@ -313,7 +316,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--iterations", type=int)
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--steps", type=int)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=1e-2,
+                        help="Release lr (default 1e-2: a rank-8 LoRA on tiny moves little in 20 steps at 1e-3)")
     parser.add_argument("--eval-examples", type=int)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2, help="concepts run in parallel processes")
