@@ -12,7 +12,8 @@ Per concept (``persons``, ``toxicity``) four variants are run from the same mode
 It writes under ``--out`` (default ``analyses/out/reveal_release``):
 
 * ``table.csv`` / ``table.md`` — per concept and variant: the concept metric (↓) and the utility
-  metrics before and after, iterations run, revealed forget rows, minutes;
+  metrics before and after (toxicity: also fluency perplexities, lower = kept), iterations run,
+  revealed forget rows, the first Reveal's mean reward;
 * ``iterations.csv`` / ``iterations.png`` — concept metric and utility per iteration;
 * ``bandit.csv`` / ``bandit.png`` — reward per bandit round of the first Reveal, NeuralUCB vs random;
 * ``module_effects.csv`` / ``module_effects.png`` — after each iteration, each LoRA module's predicted
@@ -32,7 +33,8 @@ It writes under ``--out`` (default ``analyses/out/reveal_release``):
 * ``results.md`` — every table above in one markdown file (what the README section quotes).
 
 Sizes. The default (``--size quick``: 2 iterations, 15 bandit rounds, 10 release steps, 40
-evaluation examples) runs both concepts in about 10-15 minutes on a shared two-core machine;
+evaluation examples) takes 6.4 CPU-minutes for both concepts (measured: 54 wall minutes on the
+shared two-core machine at load ~12, a few minutes on a quiet one);
 ``--size full`` is issue #11's size (4 iterations, 60 rounds, 30 steps, 200 examples)::
 
     python analyses/reveal_release.py                       # quick
@@ -75,6 +77,7 @@ VARIANTS = {  # label -> RevealReleaseConfig overrides
     "λ1 = 0": {"lambda1": 0.0},
 }
 TRUE = "true forget"
+EXTRA = {"toxicity": ("fluency", "neutral_fluency")}  # shown beside the concept's utility (perplexity: lower = kept)
 SIZES = {  # --size: procedure settings (the issue's defaults are "full")
     "quick": dict(iterations=2, rounds=15, steps=10, eval_examples=40),
     "full": dict(iterations=4, rounds=60, steps=30, eval_examples=200),
@@ -124,18 +127,18 @@ def collect(out: Path, concepts: list[str], seconds: dict[str, dict[str, float]]
     table, iterations, bandit = [], [], []
     for concept in concepts:
         spec = get_concept(concept)
-        metrics = [spec.metric, *spec.utility]
+        metrics = [spec.metric, *spec.utility, *EXTRA.get(concept, ())]
         for label in VARIANTS:
             rr = RevealRelease(out / concept / _slug(label))
             summary = rr.summary
             iterations.append(summary.assign(concept=concept, variant=label))
-            first, last = summary.iloc[0], summary.iloc[-1]
+            evaluated = summary[summary[spec.metric].notna()]  # a stopped procedure's last row has no metrics
+            first, last = evaluated.iloc[0], evaluated.iloc[-1]
             row = {"concept": concept, "variant": label, "iterations": int(rr.info.get("iterations", 0)),
                    "forget_rows": int(summary["forget_rows"].fillna(0).sum()),
                    "mean_reward_1": float(summary["mean_reward"].iloc[1]) if len(summary) > 1 else float("nan")}
             row.update({f"{m}_before": first[m] for m in metrics})
             row.update({f"{m}_after": last[m] for m in metrics})
-            row["minutes"] = seconds.get(concept, {}).get(label, float("nan")) / 60
             table.append(row)
             rounds = rr.rounds
             if not rounds.empty:
@@ -148,7 +151,7 @@ def collect(out: Path, concepts: list[str], seconds: dict[str, dict[str, float]]
         row = {"concept": concept, "variant": TRUE, "iterations": 1, "forget_rows": float("nan"),
                "mean_reward_1": float("nan"), **{f"{m}_before": base[m] for m in metrics},
                **{f"{m}_after": after.get(m) for m in metrics},
-               "minutes": seconds.get(concept, {}).get(TRUE, float("nan")) / 60}
+               }
         table.append(row)
     bandit_frame = pd.concat(bandit, ignore_index=True) if bandit else pd.DataFrame()
     return {"table": pd.DataFrame(table), "iterations": pd.concat(iterations, ignore_index=True),
@@ -191,6 +194,8 @@ def scorer_quality(concepts: list[str]) -> dict[str, Any]:
 
 
 def studies(out: Path, concepts: list[str]) -> dict[str, pd.DataFrame]:
+    """The G-effect studies; the two that load every model (module effects, matrices) are read back
+    from their CSVs when a rerun finds them (``--fresh`` recomputes)."""
     from geffect.procedures import RevealRelease
     from geffect.procedures.studies import (
         data_mismatch,
@@ -198,21 +203,30 @@ def studies(out: Path, concepts: list[str]) -> dict[str, pd.DataFrame]:
         module_matrix,
         retain_damage,
     )
+    from geffect.schema import DIRECTION_GRADIENT, DIRECTION_UPDATE
     from geffect.training import Run
 
     effects, mismatch, damage, matrices = [], [], [], {}
+    saved_effects = out / "module_effects.csv"
+    saved = pd.read_csv(saved_effects) if saved_effects.is_file() else None
     for concept in concepts:
         rr = RevealRelease(out / concept / _slug("R&R"))
-        effects.append(iteration_module_effects(rr).assign(concept=concept))
+        if saved is not None and concept in set(saved["concept"]):
+            effects.append(saved[saved["concept"] == concept])
+        else:
+            effects.append(iteration_module_effects(rr).assign(concept=concept))
         for label in ("R&R", "λ1 = 0"):
             procedure = RevealRelease(out / concept / _slug(label))
-            matrices[(concept, label)] = module_matrix(procedure)
+            path = out / f"module_matrix_{concept}_{_slug(label)}.csv"
+            matrices[(concept, label)] = (pd.read_csv(path, index_col=0) if path.is_file()
+                                          else module_matrix(procedure))
             damage.append(retain_damage(procedure).assign(concept=concept, variant=label))
         if rr.runs:
             true_run = Run(out / concept / _slug(TRUE))
-            table = data_mismatch({"self-generated (R&R iteration 1)": rr.runs[0], "true forget data": true_run},
-                                  steps=rr.config.steps)
-            mismatch.append(table.assign(concept=concept))
+            runs = {"self-generated (R&R iteration 1)": rr.runs[0], "true forget data": true_run}
+            for direction, view in ((DIRECTION_GRADIENT, "G-effect"), (DIRECTION_UPDATE, "update effect")):
+                table = data_mismatch(runs, direction=direction, steps=rr.config.steps)
+                mismatch.append(table.assign(concept=concept, view=view))
     return {"module_effects": pd.concat(effects, ignore_index=True), "mismatch": pd.concat(mismatch, ignore_index=True),
             "retain_damage": pd.concat(damage, ignore_index=True), "matrices": matrices}
 
@@ -234,7 +248,7 @@ def figures(out: Path, tables: dict[str, Any], concepts: list[str]) -> None:
 
     bandit, iterations = tables["bandit"], tables["iterations"]
     if not bandit.empty:
-        fig, axes = new_figure(1, len(concepts), width=4.5 * len(concepts), height=3.4)
+        fig, axes = new_figure(1, len(concepts), width=4.5, height=3.4)
         for ax, concept in zip(axes[0], concepts):
             part = bandit[(bandit["concept"] == concept) & bandit["variant"].isin(["R&R", "random instructions"])]
             part = part.assign(policy=part["variant"].map({"R&R": "NeuralUCB", "random instructions": "random"}))
@@ -242,7 +256,7 @@ def figures(out: Path, tables: dict[str, Any], concepts: list[str]) -> None:
             ax.set_title(f"{concept}: reward per round (first Reveal)")
         fig.savefig(out / "bandit.png", dpi=120)
 
-    fig, axes = new_figure(2, len(concepts), width=4.5 * len(concepts), height=6.4)
+    fig, axes = new_figure(2, len(concepts), width=4.5, height=3.2)
     for col, concept in enumerate(concepts):
         spec = get_concept(concept)
         part = iterations[iterations["concept"] == concept]
@@ -264,9 +278,9 @@ def figures(out: Path, tables: dict[str, Any], concepts: list[str]) -> None:
     grid.figure.savefig(out / "module_effects.png", dpi=120)
 
     mismatch = tables["mismatch"]
-    fig, axes = new_figure(1, len(concepts), width=4.8 * len(concepts), height=3.6)
+    fig, axes = new_figure(1, len(concepts), width=4.8, height=3.6)
     for ax, concept in zip(axes[0], concepts):
-        part = mismatch[mismatch["concept"] == concept]
+        part = mismatch[(mismatch["concept"] == concept) & (mismatch["view"] == "G-effect")]
         sns.barplot(data=part, x="layer", y="value", hue="run", order=ordered_layers(part["layer"]), ax=ax)
         zero_line(ax)
         scale = scale_axis(ax, part["value"].to_numpy())
@@ -276,7 +290,7 @@ def figures(out: Path, tables: dict[str, Any], concepts: list[str]) -> None:
     fig.savefig(out / "mismatch.png", dpi=120)
 
     damage = tables["retain_damage"]
-    fig, axes = new_figure(1, len(concepts), width=4.5 * len(concepts), height=3.4)
+    fig, axes = new_figure(1, len(concepts), width=4.5, height=3.4)
     for ax, concept in zip(axes[0], concepts):
         part = damage[damage["concept"] == concept]
         sns.lineplot(data=part, x="iteration", y="retain_risk_change", hue="variant", marker="o", ax=ax)
@@ -293,17 +307,18 @@ def figures(out: Path, tables: dict[str, Any], concepts: list[str]) -> None:
         axes[0][0].set_title(f"{concept}, {label}: module j on the data of iteration k")
         fig.savefig(out / f"module_matrix_{concept}_{_slug(label)}.png", dpi=120)
 
-    fig, axes = new_figure(1, 2 * len(concepts), width=4.2 * 2 * len(concepts), height=3.4)
-    for col, concept in enumerate(concepts):
+    fig, axes = new_figure(len(concepts), 2, width=4.4, height=3.3)
+    for row, concept in enumerate(concepts):
         spec = get_concept(concept)
         part = bandit[(bandit["concept"] == concept) & bandit["variant"].isin(["R&R", "random instructions"])]
         part = part.assign(policy=part["variant"].map({"R&R": "NeuralUCB", "random instructions": "random"}))
-        sns.lineplot(data=part, x="round", y="running_mean", hue="policy", ax=axes[0][2 * col])
-        axes[0][2 * col].set_title(f"{concept}: Reveal reward (running mean)")
-        axes[0][2 * col].set_ylabel("mean reward so far")
+        sns.lineplot(data=part, x="round", y="running_mean", hue="policy", ax=axes[row][0])
+        axes[row][0].set_title(f"{concept}: Reveal reward (running mean)")
+        axes[row][0].set_ylabel("mean reward so far")
         it = iterations[iterations["concept"] == concept]
-        sns.lineplot(data=it, x="iteration", y=spec.metric, hue="variant", marker="o", ax=axes[0][2 * col + 1])
-        axes[0][2 * col + 1].set_title(f"{concept}: {spec.metric} per iteration (↓)")
+        sns.lineplot(data=it, x="iteration", y=spec.metric, hue="variant", marker="o", ax=axes[row][1])
+        axes[row][1].set_title(f"{concept}: {spec.metric} per iteration (↓)")
+        axes[row][1].xaxis.get_major_locator().set_params(integer=True)
     fig.savefig(out / "overview.png", dpi=120)
 
 
@@ -349,19 +364,21 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 def results_markdown(tables: dict[str, Any], quality: dict[str, Any], settings: dict[str, Any],
                      minutes: float) -> str:
     """Every table of the analysis in one markdown text."""
-    mismatch = tables["mismatch"].groupby(["concept", "run"], as_index=False, sort=False)["value"].sum()
+    mismatch = tables["mismatch"].groupby(["concept", "view", "run"], as_index=False, sort=False)["value"].sum()
     effects = tables["module_effects"].groupby(["concept", "iteration", "module", "probe"], as_index=False,
                                                sort=False)["value"].sum()
     parts = [
         f"Settings: {json.dumps(settings)}; {minutes:.1f} minutes in all.",
         "Reward models (held out): " + "; ".join(f"{c}: {json.dumps(v)}" for c, v in quality.items()),
-        "## Concept metric (↓) and utility, before and after", to_markdown(tables["table"]),
+        "## Concept metric (↓) and utility, before and after",
+        *(to_markdown(part.dropna(axis=1, how="all")) for _, part in tables["table"].groupby("concept", sort=False)),
         "## First Reveal: NeuralUCB against random instructions", to_markdown(tables["bandit_summary"]),
         "## Per iteration", to_markdown(tables["iterations"]),
         "## Module effects (predicted risk change of each LoRA module's update, summed over layers; "
         "positive = the risk rises)", to_markdown(effects),
-        "## Data mismatch (mean G-effect per step on the held-out true forget probe, summed over layers; "
-        "negative = that risk rises, i.e. forgotten)", to_markdown(mismatch),
+        "## Data mismatch (mean per-step effect on the held-out true forget probe, summed over layers; "
+        "G-effect: negative = that risk rises, i.e. forgotten; update effect: the predicted risk change of "
+        "the steps taken, positive = that risk rises)", to_markdown(mismatch),
         "## Retain damage per iteration", to_markdown(tables["retain_damage"]),
     ]
     parts += [f"## Module matrix: {concept}, {label}\n\n" + to_markdown(matrix.reset_index())
