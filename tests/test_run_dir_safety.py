@@ -117,8 +117,9 @@ RACE_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _cli(script: Path, *argv: str, pause: float = 0.0) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TEST_OBJECTIVE_PAUSE": str(pause)}
+def _cli(script: Path, *argv: str, pause: float = 0.0, hold: Path | None = None) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TEST_OBJECTIVE_PAUSE": str(pause),
+           "TEST_OBJECTIVE_HOLD": str(hold or "")}
     return subprocess.Popen([sys.executable, str(script), *argv], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -154,18 +155,24 @@ def test_live_run_refuses_writers_and_resume(tmp_path, monkeypatch, capsys):
     """While a run is alive, a new run and a --resume in its directory are refused naming its pid."""
     script = tmp_path / "cli.py"
     script.write_text(RACE_SCRIPT.format(tests=str(TESTS)))
-    out = tmp_path / "X"
+    out, hold = tmp_path / "X", tmp_path / "hold"
+    hold.touch()  # the live run's objective waits while this file exists, however slow this test runs
     live = _cli(script, "unlearn", "--objective", "test_training_support:slow_ga", *ARGS, "--steps", "8",
-                "--out", str(out), pause=0.5)
-    deadline = time.time() + 300
-    while json.loads((out / "run.json").read_text() if (out / "run.json").is_file() else "{}").get("status") != "running":
-        assert live.poll() is None and time.time() < deadline, live.communicate()
-        time.sleep(0.1)
-    use_toy_model(monkeypatch)
-    assert main(["unlearn", "--objective", "ga", *ARGS, "--steps", "2", "--out", str(out)]) == 2
-    assert f"in use by a live run (pid {live.pid} on host" in one_error_line(capsys)
-    assert main(["unlearn", "--resume", "--out", str(out), "--no-progress"]) == 2
-    assert f"in use by a live run (pid {live.pid}" in one_error_line(capsys)
+                "--out", str(out), hold=hold)
+    try:
+        deadline = time.time() + 300
+        while json.loads((out / "run.json").read_text() if (out / "run.json").is_file() else "{}").get(
+                "status") != "running":
+            assert live.poll() is None and time.time() < deadline, live.communicate()
+            time.sleep(0.1)
+        use_toy_model(monkeypatch)
+        assert main(["unlearn", "--objective", "ga", *ARGS, "--steps", "2", "--out", str(out)]) == 2
+        assert f"in use by a live run (pid {live.pid} on host" in one_error_line(capsys)
+        assert main(["unlearn", "--resume", "--out", str(out), "--no-progress"]) == 2
+        assert f"in use by a live run (pid {live.pid}" in one_error_line(capsys)
+        assert live.poll() is None  # still alive: it was refused because it lives
+    finally:
+        hold.unlink()
     assert live.wait(timeout=600) == 0, live.communicate()
     reference = unlearn("test_training_support:slow_ga", forget="forget01", batch_size=2, probe_size=2, steps=8,
                         out=tmp_path / "reference", progress=False)

@@ -102,13 +102,17 @@ class OracleProbe:
 
 
 def slow_ga(model, forget):
-    """GA that waits $TEST_OBJECTIVE_PAUSE seconds per call (an importable objective for subprocess runs)."""
+    """GA that waits $TEST_OBJECTIVE_PAUSE seconds per call, and while the file $TEST_OBJECTIVE_HOLD exists
+    (at most 300 s): an importable objective for subprocess runs that must stay alive while a test acts."""
     import os
     import time
 
     from geffect.objectives import get_objective
 
     time.sleep(float(os.environ.get("TEST_OBJECTIVE_PAUSE", "0")))
+    hold, deadline = os.environ.get("TEST_OBJECTIVE_HOLD"), time.time() + 300
+    while hold and os.path.exists(hold) and time.time() < deadline:
+        time.sleep(0.05)
     return get_objective("ga")(model, forget)
 
 
