@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from toy_models import make_batch, make_model, random_direction
+from toy_models import VOCAB, UnigramStub, make_batch, make_model, random_direction
 
-from geffect.effects import EffectProbe, gradient_effect, oracle_effects
+from geffect.effects import EffectProbe, gradient_effect, oracle_effects, runtime
+from geffect.effects.batch import prepare_batch
+from geffect.effects.runtime import takes_label_mask
 
 CASES = [("llama", False), ("gpt2", False), ("neox", False), ("llama", True), ("gpt2", True)]
 TOLERANCE = {torch.float64: 1e-6, torch.float32: 1e-4}
@@ -49,6 +51,31 @@ def test_matches_oracle_per_instance_and_group(arch, lora, dtype, side, assert_r
     perturbed = {n: t * (1 + 0.5 * (k % 2)) for k, (n, t) in enumerate(direction.items())}
     with EffectProbe(model) as probe:
         assert not torch.allclose(probe.measure(perturbed, batch).values, result.values, rtol=1e-3)
+
+
+@pytest.mark.parametrize("arch,lora", CASES, ids=[f"{a}{'-lora' if lo else ''}" for a, lo in CASES])
+def test_head_sees_only_label_rows_and_agrees_with_the_per_row_layout(arch, lora, monkeypatch, assert_rel_close):
+    """A model that takes a boolean ``logits_to_keep`` gets its head run on the label rows alone
+    (one per target, flattened); forcing the per-row layout (B x K positions) gives the same effects."""
+    model, batch, direction, _ = case(arch, lora, torch.float64, "left")
+    assert takes_label_mask(model) and not takes_label_mask(UnigramStub(VOCAB))
+    targets = prepare_batch(batch).rows.numel()
+    seen = []
+    handle = model.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape)))
+    try:
+        with EffectProbe(model) as probe:
+            flat = probe.measure(direction, batch)
+        monkeypatch.setitem(runtime._MASK_SUPPORT, model, False)
+        with EffectProbe(model) as probe:
+            per_row = probe.measure(direction, batch)
+    finally:
+        handle.remove()
+    hidden = seen[0][-1]
+    assert seen[0] == (targets, hidden) and targets < batch["input_ids"].numel()
+    assert len(seen[-1]) == 3 and seen[-1][0] == batch["input_ids"].shape[0]  # (B, K, hidden)
+    assert_rel_close(flat.values, per_row.values, 1e-10)
+    assert_rel_close(flat.risks, per_row.risks, 1e-12)
+    assert_rel_close(runtime.probe_risks(model, batch), flat.risks, 1e-12)
 
 
 @pytest.mark.parametrize("arch,lora", CASES, ids=[f"{a}{'-lora' if lo else ''}" for a, lo in CASES])

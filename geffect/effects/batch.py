@@ -20,10 +20,13 @@ masked. Batches without interior/left padding keep their layout. Position ids ar
 explicitly, one row per instance (same values as the model's default ``arange``).
 
 Only the logits that predict a label are needed, so the engine asks the model for those
-positions alone (Hugging Face's ``logits_to_keep`` with one row of positions per instance,
-padded by repeating a row's last one): the head, the softmax and their contractions then cost
-in proportion to the label tokens rather than to the padded length. A model that ignores the
-argument returns all positions, which is recognised by the shape and handled the same way.
+positions alone through Hugging Face's ``logits_to_keep``: as a boolean mask (``label_mask``,
+B × T) where the model slices with ``slice_logits_to_keep`` (transformers ≥ 5), which returns
+the label rows flattened, exactly one per target; otherwise as one row of positions per instance
+(``keep``, padded by repeating a row's last one). The head, the softmax and their contractions
+then cost in proportion to the label tokens rather than to the padded length. A model that
+ignores the argument returns all positions, which is recognised by the shape and handled the
+same way.
 """
 
 from __future__ import annotations
@@ -47,7 +50,9 @@ class ProbeBatch:
     ``target_ids``; ``positions`` are the labels' positions in the caller's layout and
     ``weights`` the factors turning token NLLs into per-instance risks. ``keep`` (B × K) lists
     each row's predicting positions (``None`` when that would not be shorter than the batch) and
-    ``slots`` each target's index in its row of ``keep``.
+    ``slots`` each target's index in its row of ``keep``; ``label_mask`` (B × T, bool) marks the
+    same positions, in row-major order the targets' order (``None`` when it would keep every
+    position).
     """
 
     inputs: dict[str, torch.Tensor]
@@ -59,14 +64,16 @@ class ProbeBatch:
     size: int
     keep: torch.Tensor | None = None
     slots: torch.Tensor | None = None
+    label_mask: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> ProbeBatch:
         moved = {k: v.to(device) for k, v in self.inputs.items()}
         keep = None if self.keep is None else self.keep.to(device)
         slots = None if self.slots is None else self.slots.to(device)
+        label_mask = None if self.label_mask is None else self.label_mask.to(device)
         return replace(self, inputs=moved, rows=self.rows.to(device), cols=self.cols.to(device),
                        target_ids=self.target_ids.to(device), positions=self.positions.to(device),
-                       weights=self.weights.to(device), keep=keep, slots=slots)
+                       weights=self.weights.to(device), keep=keep, slots=slots, label_mask=label_mask)
 
     def chunks(self, chunk_size: int | None) -> Iterator[tuple[int, ProbeBatch]]:
         """Consecutive row chunks ``(first_row, sub_batch)``; risk weights stay those of the whole batch."""
@@ -83,7 +90,8 @@ class ProbeBatch:
                                     target_ids=self.target_ids[keep], positions=self.positions[keep],
                                     weights=self.weights[keep], size=stop - start,
                                     keep=None if self.keep is None else self.keep[start:stop],
-                                    slots=None if self.slots is None else self.slots[keep])
+                                    slots=None if self.slots is None else self.slots[keep],
+                                    label_mask=None if self.label_mask is None else self.label_mask[start:stop])
 
 
 def _tensor(batch: Mapping, key: str) -> torch.Tensor:
@@ -166,8 +174,13 @@ def prepare_batch(batch: Mapping, reduction: str = "instance", vocab_size: int |
         inputs = {key: value.gather(1, order) for key, value in inputs.items()}
         cols_new = where[rows, cols]
     keep, slots = _kept_positions(rows, cols_new, counts, size, length)
+    label_mask = None
+    if rows.numel() < size * length:
+        label_mask = torch.zeros(size, length, dtype=torch.bool, device=rows.device)
+        label_mask[rows, cols_new] = True
     return ProbeBatch(inputs=inputs, rows=rows, cols=cols_new, target_ids=target_ids,
-                      positions=cols + 1, weights=weights, size=size, keep=keep, slots=slots)
+                      positions=cols + 1, weights=weights, size=size, keep=keep, slots=slots,
+                      label_mask=label_mask)
 
 
 def _kept_positions(rows: torch.Tensor, cols: torch.Tensor, counts: torch.Tensor, size: int,
@@ -187,17 +200,20 @@ def _kept_positions(rows: torch.Tensor, cols: torch.Tensor, counts: torch.Tensor
 def target_nll(logits: torch.Tensor, probe: ProbeBatch) -> torch.Tensor:
     """Token NLLs of the probe's targets, in the probe's target order.
 
-    Computed like Hugging Face's own loss (one cross-entropy over all positions, float32 at
-    least, other positions ignored) so it costs the same memory; ignored positions get an
-    exactly zero gradient.
+    ``logits``: the label rows flattened (N × V, one per target, from ``label_mask``), or B × T × V
+    (all positions, or those of ``keep``). Computed like Hugging Face's own loss (one
+    cross-entropy, float32 at least, other positions ignored) so it costs the same memory;
+    ignored positions get an exactly zero gradient.
     """
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    if logits.dim() == 2:
+        return F.cross_entropy(logits, probe.target_ids, reduction="none")
     size, length, vocab = logits.shape
     kept = probe.keep is not None and length == probe.keep.shape[1]
     cols = probe.slots if kept else probe.cols
     targets = torch.full((size, length), IGNORE_INDEX, dtype=torch.long, device=logits.device)
     targets[probe.rows, cols] = probe.target_ids
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
     nll = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), ignore_index=IGNORE_INDEX,
                           reduction="none")
     return nll[probe.rows * length + cols]

@@ -43,7 +43,13 @@ from geffect.effects.groups import (
 )
 from geffect.effects.hooks import SiteHooks, tensor_leaves
 from geffect.effects.rules import Rule, rule_for
-from geffect.effects.runtime import coverage_gaps, forward_logits, measuring, model_device
+from geffect.effects.runtime import (
+    coverage_gaps,
+    forward_logits,
+    measuring,
+    model_device,
+    takes_label_mask,
+)
 
 
 @dataclass
@@ -90,13 +96,19 @@ class _Backprop:
     ``columns[site]`` the result columns of the site's parts (one entry for a site without parts);
     ``values[d]`` collects that direction's B × K effects. The chunk's inputs are ``size`` × ``length``:
     a module called on the batch's tokens flattened to ``size·length`` rows (mixture-of-experts
-    layers) has its row effects summed per instance (row ``r`` belongs to instance ``r // length``).
+    layers) has its row effects summed per instance (row ``r`` belongs to instance ``r // length``);
+    one called on the label rows alone (the head, when the logits are asked for flat) has the
+    effect of row ``r`` added to instance ``label_rows[r]``.
     """
 
     def __init__(self, rules: list[Rule], directions: list[list], columns: list[list[int]], size: int,
-                 length: int, width: int, device: torch.device):
+                 length: int, width: int, device: torch.device, label_rows: torch.Tensor | None = None):
         self.rules, self.directions, self.columns = rules, directions, columns
         self.size, self.length = size, length
+        self.label_rows = label_rows
+        # rows that are labels, not instances or tokens (when the counts coincide, rows are instances)
+        count = None if label_rows is None else label_rows.numel()
+        self.labels = count if count not in (None, size, size * length) else None
         self.values = torch.zeros(len(directions), size, width, dtype=torch.float64, device=device)
         self.roots: list[torch.Tensor] = []
         self.outputs: list[torch.Tensor] = []
@@ -108,7 +120,7 @@ class _Backprop:
         outputs = [(k, t) for k, t in enumerate(tensor_leaves(output)) if t.requires_grad]
         if not outputs:
             return None
-        if any(t.dim() and t.shape[0] not in (self.size, self.size * self.length) for _, t in outputs):
+        if any(t.dim() and t.shape[0] not in (self.size, self.size * self.length, self.labels) for _, t in outputs):
             self.stray.add(site.index)
         replaced = None
         if len(outputs) > 1:
@@ -145,18 +157,20 @@ class _Backprop:
                 continue
             if effect.dim() and effect.shape[0] == tokens != size:
                 effect = effect.reshape(size, self.length, *effect.shape[1:]).sum(1)
+            elif effect.dim() and effect.shape[0] == self.labels:
+                effect = effect.new_zeros(size, *effect.shape[1:]).index_add_(0, self.label_rows, effect)
             if effect.dim() not in (1, 2) or effect.shape[0] != size:
                 raise RuntimeError(f"module {site.path!r} gave per-row effects shaped {tuple(effect.shape)}: its "
                                    f"rows are neither the {size} instances nor their {tokens} tokens, so geffect "
                                    "cannot attribute its effect to instances")
-            effect = effect.reshape(size, -1)  # one column per part
+            effect = effect.reshape(size, -1).to(self.values.dtype)  # one column per part
             if len(columns) == 1:
-                effect = effect.sum(1, keepdim=True)
-            elif effect.shape[1] != len(columns):
+                self.values[d, :, columns[0]] += effect.sum(1)
+                continue
+            if effect.shape[1] != len(columns):
                 raise RuntimeError(f"module {site.path!r} has {len(columns)} parts but its rule gave "
                                    f"{effect.shape[1]} effects per instance")
-            target = torch.as_tensor(columns, device=effect.device)
-            self.values[d].index_add_(1, target, effect.to(self.values.dtype))
+            self.values[d].index_add_(1, torch.as_tensor(columns, device=effect.device), effect)
         state["left"] -= 1
         if state["left"] == 0:
             state["caps"] = None  # free the saved inputs as soon as possible
@@ -279,11 +293,12 @@ class EffectProbe:
     def _chunk(self, resolved: list[dict], chunk) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(values D × B × K, risks) of one chunk, or None if the sites were replanned."""
         per_site = [site_directions(self.sites, r) for r in resolved]
+        flat = chunk.label_mask is not None and takes_label_mask(self.model)
         session = _Backprop(self.rules, per_site, self._columns, chunk.size, chunk.inputs["input_ids"].shape[1],
-                            len(self.groups), model_device(self.model))
+                            len(self.groups), model_device(self.model), chunk.rows if flat else None)
         with self._hooks.active(session):
             try:
-                nll = target_nll(forward_logits(self.model, chunk), chunk)
+                nll = target_nll(forward_logits(self.model, chunk, flat=flat), chunk)
                 total = (nll * chunk.weights.to(nll.dtype)).sum()
                 if not session.outputs:
                     raise RuntimeError("no trainable parameter took part in the forward pass")

@@ -212,8 +212,13 @@ class LinearRule(Rule):
         # direction: worth it while they are small next to the activations (measured on CPU).
         # Otherwise all directions' weights side by side make one matrix product.
         if size * d_in * d_out <= MANY_FACTOR * (x.numel() + g.numel()):
-            grads = (g3.transpose(1, 2) @ x3).reshape(size, -1)
-            dots = iter([grads @ w.reshape(-1).to(wide) for w in present])
+            # the wider side last: the batched product is then much faster on CPU (measured)
+            if d_out >= d_in:
+                grads = (x3.transpose(1, 2) @ g3).reshape(size, -1)  # (B, d_in, d_out)
+                dots = iter([grads @ w.to(wide).T.reshape(-1) for w in present])
+            else:
+                grads = (g3.transpose(1, 2) @ x3).reshape(size, -1)  # (B, d_out, d_in)
+                dots = iter([grads @ w.reshape(-1).to(wide) for w in present])
         elif d_in <= d_out:
             side = (g3 @ torch.cat([w.to(wide) for w in present], dim=1)).split(d_in, dim=-1)
             dots = iter([rowdot(part, x3) for part in side])
@@ -226,11 +231,10 @@ class LinearRule(Rule):
             if v is None:
                 out.append(None)
                 continue
-            total = torch.zeros(size, dtype=torch.float64, device=g.device)
-            if weight is not None:
-                total += next(dots).double()
+            total = next(dots).double() if weight is not None else None
             if "bias" in v:
-                total += (summed @ v["bias"].to(wide)).double()
+                shift = (summed @ v["bias"].to(wide)).double()
+                total = shift if total is None else total + shift
             out.append(total)
         return out
 

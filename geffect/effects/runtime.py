@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,11 +61,36 @@ def precision(model: nn.Module, dtype: torch.dtype | None) -> Iterator[None]:
             tensor.data = data
 
 
-def forward_logits(model: nn.Module, probe: ProbeBatch) -> torch.Tensor:
+_MASK_SUPPORT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def takes_label_mask(model: nn.Module) -> bool:
+    """Whether ``model`` slices its head's input with transformers' ``slice_logits_to_keep``, which
+    takes a boolean ``logits_to_keep`` mask and returns only the masked rows, flattened.
+
+    Read from the code of the first module whose ``forward`` has a ``logits_to_keep`` argument
+    (so wrappers such as PEFT models are looked through); cached per model.
+    """
+    known = _MASK_SUPPORT.get(model)
+    if known is None:
+        known = False
+        for module in model.modules():
+            forward = inspect.unwrap(getattr(type(module), "forward", None) or (lambda: None))
+            code = getattr(forward, "__code__", None)
+            if code is not None and "logits_to_keep" in code.co_varnames:
+                known = "slice_logits_to_keep" in code.co_names
+                break
+        _MASK_SUPPORT[model] = known
+    return known
+
+
+def forward_logits(model: nn.Module, probe: ProbeBatch, flat: bool = False) -> torch.Tensor:
     """Logits of the probe's (possibly re-laid-out) inputs, without a key/value cache.
 
-    Only at the positions that predict labels (``probe.keep``) when the model honours
-    ``logits_to_keep``; otherwise at every position (``target_nll`` tells them apart by shape).
+    Only at the positions that predict labels when the model honours ``logits_to_keep``: with
+    ``flat`` and a model that takes a boolean mask (:func:`takes_label_mask`), the label rows
+    flattened (N × V, in target order); else per row (``probe.keep``, B × K × V); otherwise at
+    every position. ``target_nll`` tells them apart by shape.
     """
     context = model_context(model)
     if context is not None and int(probe.inputs["position_ids"].max()) >= context:
@@ -71,7 +98,12 @@ def forward_logits(model: nn.Module, probe: ProbeBatch) -> torch.Tensor:
                       f"{type(model).__name__} has {context} positions: effects past its context measure "
                       "extrapolation (truncate the rows, e.g. encode_row(..., max_length=...))", LengthWarning,
                       stacklevel=3)
-    extra = {} if probe.keep is None else {"logits_to_keep": probe.keep}
+    masked = flat and probe.label_mask is not None and takes_label_mask(model)
+    extra = {}
+    if masked:
+        extra = {"logits_to_keep": probe.label_mask}
+    elif probe.keep is not None:
+        extra = {"logits_to_keep": probe.keep}
     try:
         output = model(**probe.inputs, use_cache=False, **extra)
     except TypeError as error:
@@ -81,6 +113,12 @@ def forward_logits(model: nn.Module, probe: ProbeBatch) -> torch.Tensor:
     logits = getattr(output, "logits", None)
     if logits is None:
         logits = output[0] if isinstance(output, (tuple, list)) else output
+    if masked:
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != probe.rows.numel():
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise TypeError(f"{type(model).__name__} returned logits shaped {shape} for a boolean logits_to_keep "
+                            f"mask; expected ({probe.rows.numel()}, vocab), one row per label")
+        return logits
     if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
         raise TypeError(f"{type(model).__name__} did not return (batch, length, vocab) logits")
     length = probe.inputs["input_ids"].shape[1]
@@ -96,7 +134,7 @@ def probe_risks(model: nn.Module, batch, chunk_size: int | None = None, reductio
     """R_i of every instance of ``batch`` at the current parameters, exactly as ``EffectProbe``
     defines them, from no-grad forward passes with logits only at label positions (float64, CPU)."""
     probe = prepare_batch(batch, reduction).to(model_device(model))
-    return torch.cat([instance_risks(target_nll(forward_logits(model, chunk), chunk), chunk).cpu()
+    return torch.cat([instance_risks(target_nll(forward_logits(model, chunk, flat=True), chunk), chunk).cpu()
                       for _, chunk in probe.chunks(chunk_size)])
 
 
