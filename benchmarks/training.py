@@ -31,6 +31,7 @@ import torch
 
 from geffect.training.config import UnlearnConfig
 from geffect.training.data import run_source
+from geffect.training.heap import steady_heap
 from geffect.training.trainer import Trainer
 
 # name -> (record_every, directions)
@@ -91,11 +92,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {name: build(args, every, directions, Path(tmp)) for name, (every, directions) in VARIANTS.items()}
         times: dict[str, list[float]] = {name: [] for name in VARIANTS}
-        for r in range(args.warmup + args.rounds):
-            for name, trainer in trainers.items():
-                seconds = timed_round(trainer, r * ROUND, clock)
-                if r >= args.warmup:
-                    times[name].append(seconds)
+        with steady_heap():  # as in Trainer.run
+            for r in range(args.warmup + args.rounds):
+                for name, trainer in trainers.items():
+                    seconds = timed_round(trainer, r * ROUND, clock)
+                    if r >= args.warmup:
+                        times[name].append(seconds)
         for trainer in trainers.values():
             trainer.recorder and trainer.recorder.close()
 

@@ -216,3 +216,27 @@ def test_trainable_patterns_and_gradient_checkpointing(tmp_path, monkeypatch):
     np.testing.assert_allclose(checkpointed.effects["value"], plain.effects["value"], rtol=1e-5, atol=1e-10)
     with pytest.raises(ConfigError, match="no parameter is trainable"):
         run_toy(tmp_path / "c", monkeypatch, trainable=["nothing-matches"])
+
+
+def test_steady_heap_freezes_what_exists_and_still_collects_new_cycles():
+    import gc
+    import weakref
+
+    from geffect.training.heap import steady_heap
+
+    class Node:
+        pass
+
+    assert gc.get_freeze_count() == 0
+    with steady_heap():
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with steady_heap():  # nested: left as it is
+            assert gc.get_freeze_count() == frozen
+        cycle = Node()
+        cycle.self = cycle
+        alive = weakref.ref(cycle)
+        del cycle
+        gc.collect()
+        assert alive() is None  # a cycle made inside the run is still collected
+    assert gc.get_freeze_count() == 0

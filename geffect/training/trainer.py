@@ -47,6 +47,7 @@ from geffect.training.companions import CompanionContext, build_companion
 from geffect.training.config import CONFIG_FILE, ConfigError, UnlearnConfig, anchored
 from geffect.training.data import UnlearningData, check_views, run_source, to_device
 from geffect.training.distributed import launched_rank, processes
+from geffect.training.heap import steady_heap
 from geffect.training.modeling import (
     apply_lora,
     autocast_factory,
@@ -307,28 +308,29 @@ class Trainer:
         bar = tqdm(total=self.total, initial=start, desc=f"unlearn {self.config.objective}",
                    disable=not (self.progress and self.procs.is_main), dynamic_ncols=True)
         status, message = "finished", None
-        try:
-            for step in range(start, self.total):
-                message = self._step(step)
-                bar.update()
-                if message is not None:
-                    status = "diverged"
-                    self._checkpoint(step)
-                    break
-                if (step + 1) % self.config.checkpoint_interval() == 0 or step + 1 == self.total:
-                    self._checkpoint(step + 1)
-                elif (step + 1) % self.config.flush_every == 0 and self.procs.is_main:
+        with steady_heap():  # full collections would rescan every library object
+            try:
+                for step in range(start, self.total):
+                    message = self._step(step)
+                    bar.update()
+                    if message is not None:
+                        status = "diverged"
+                        self._checkpoint(step)
+                        break
+                    if (step + 1) % self.config.checkpoint_interval() == 0 or step + 1 == self.total:
+                        self._checkpoint(step + 1)
+                    elif (step + 1) % self.config.flush_every == 0 and self.procs.is_main:
+                        self.writer.flush()
+            except BaseException as err:
+                if self.procs.is_main:
                     self.writer.flush()
-        except BaseException as err:
-            if self.procs.is_main:
-                self.writer.flush()
-                write_status(self.run_dir, "failed", message=f"{type(err).__name__}: {err}", seconds=self._seconds())
-            raise
-        finally:
-            bar.close()
-            if self.recorder is not None:
-                self.recorder.close()
-            self.companion.close()
+                    write_status(self.run_dir, "failed", message=f"{type(err).__name__}: {err}", seconds=self._seconds())
+                raise
+            finally:
+                bar.close()
+                if self.recorder is not None:
+                    self.recorder.close()
+                self.companion.close()
         if self.procs.is_main:
             write_status(self.run_dir, status, message=message, seconds=self._seconds())
         if message is not None:
