@@ -40,7 +40,7 @@ import pandas as pd
 import yaml
 
 from geffect.procedures.concepts import Concept, get_concept
-from geffect.training.config import ConfigError, UnlearnConfig
+from geffect.training.config import ConfigError, UnlearnConfig, from_known_fields
 from geffect.training.data import stable_seed
 from geffect.training.rundir import read_json, write_json
 
@@ -140,11 +140,8 @@ class RevealReleaseConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RevealReleaseConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown reveal-release setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        """Build from a mapping; unknown keys are an error (a typo must not pass silently)."""
+        return from_known_fields(cls, values, "reveal-release setting")
 
     def setting(self, concept: Concept, name: str) -> float:
         """A threshold: this config's value, else the concept's."""

@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -39,6 +39,23 @@ CONFIG_FILE = "config.yaml"
 class ConfigError(InputError):
     """A run cannot start as configured (bad field, unknown objective, missing split or model):
     a problem the user fixes; the CLI prints it as one line."""
+
+
+Settings = TypeVar("Settings")
+
+
+def from_known_fields(cls: type[Settings], values: dict[str, Any], what: str) -> Settings:
+    """``cls(**values)`` for a dataclass ``cls``, refusing keys that are none of its fields.
+
+    A misspelt setting must fail loudly rather than leave the field at its default. ``what``
+    names one key in the :class:`ConfigError`, e.g. ``"config field"`` gives "unknown config
+    field(s) ['lr_'] ...; known config fields: [...]".
+    """
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what}(s) {unknown}; known {what}s: {sorted(known)}")
+    return cls(**values)
 
 
 def _anchor(name: Any, folders: bool = False) -> Any:
@@ -216,11 +233,7 @@ class UnlearnConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> UnlearnConfig:
         """Build from a mapping; unknown keys are an error (a typo must not pass silently)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown config field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**values)
+        return from_known_fields(cls, values, "config field")
 
     def save(self, path: str | Path) -> Path:
         """Write the config as YAML (keys in field order)."""
