@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import geffect
+from geffect.errors import InputError, RunInUseError
 from geffect.procedures import RevealRelease, get_concept, list_concepts, reveal_release
 from geffect.procedures.concepts import load_instructions
 from geffect.procedures.reveal import concept_row, instruction_prompt, reveal
+from geffect.procedures.reveal_release import _Procedure
 from geffect.training import ConfigError
+from geffect.training.claim import claim_run_dir
 
 FAST = dict(iterations=2, rounds=6, k=2, top_instructions=3, completions=8, steps=3, probe_size=8,
             eval_examples=16, batch_size=4, max_new_tokens=20)
@@ -129,6 +137,60 @@ def test_procedure_stops_when_the_best_reward_falls_under_the_threshold(tmp_path
     assert "under 1.5" in result.info["message"]
     assert result.runs == [] and list(result.summary["iteration"]) == [0, 1]
     assert (tmp_path / "rr" / "iter-01" / "reveal" / "forget.jsonl").is_file()
+
+
+def _procedure_in_child(out: Path, settings: dict) -> int:
+    """Fork a process that starts a procedure in ``out`` whose work lasts until the test kills it."""
+    pid = os.fork()
+    if pid == 0:  # child: exit without cleanup, as a killed process would
+        try:
+            _Procedure.run = lambda self: time.sleep(60)
+            reveal_release("persons", "tiny", out, progress=False, **settings)
+        finally:
+            os._exit(1)
+    return pid
+
+
+def _wait_until_claimed(out: Path, pid: int) -> None:
+    """Wait until process ``pid`` holds ``out`` and has saved the procedure's config."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        status = out / "status.json"
+        owner = json.loads(status.read_text()).get("owner", {}) if status.is_file() else {}
+        if owner.get("pid") == pid and (out / "reveal_release.yaml").is_file():
+            return
+        assert os.waitpid(pid, os.WNOHANG) == (0, 0), "the holding procedure ended early"
+        time.sleep(0.02)
+    raise AssertionError(f"process {pid} did not claim {out} in 60 s")
+
+
+def test_a_live_procedure_refuses_a_second_one_before_any_work_and_resumes_once_killed(tmp_path, monkeypatch):
+    import geffect.models
+
+    def refuse(*_, **__):
+        raise AssertionError("a refused procedure loaded a model")
+
+    out = tmp_path / "rr"
+    settings = {**FAST, "rounds": 3, "eval_examples": 4, "stop_reward": 1.5}
+    pid = _procedure_in_child(out, settings)
+    try:
+        _wait_until_claimed(out, pid)
+        held = sorted(p.name for p in out.iterdir())
+        with monkeypatch.context() as patch:
+            patch.setattr(geffect.models, "load", refuse)
+            for resume in (True, False):  # the live holder is named whether or not the second one resumes
+                with pytest.raises(RunInUseError,
+                                   match=rf"{re.escape(repr(str(out)))} is in use by a live run \(pid {pid} on host"):
+                    reveal_release("persons", "tiny", out, resume=resume, progress=False, **settings)
+        assert sorted(p.name for p in out.iterdir()) == held  # the refused procedures wrote nothing
+        assert json.loads((out / "status.json").read_text())["owner"]["pid"] == pid
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    result = reveal_release("persons", "tiny", out, resume=True, progress=False, **settings)
+    assert result.status == "stopped" and result.info["owner"]["pid"] == os.getpid()  # status kept the owner
+    with pytest.raises(InputError, match="is not a geffect run directory"):
+        claim_run_dir(out, resume=True)  # the procedure's folder is not taken for an unlearning run's
 
 
 def test_the_configured_threshold_decides_what_is_forget_data(tmp_path):

@@ -15,7 +15,8 @@ us; every choice below is a field of :class:`RevealReleaseConfig`). Iteration ``
 It stops after ``iterations`` rounds or when the best instruction's mean reward falls under
 ``stop_reward`` (the model no longer reveals the concept). Layout of ``out``::
 
-    reveal_release.yaml   the config          status.json   state, iterations done, message
+    reveal_release.yaml   the config          status.json   state, iterations done, message, owner
+    .geffect.lock         the claim: one live procedure per directory (geffect.training.claim)
     baseline.json         metrics of the untouched model
     summary.csv           one row per iteration: reward, data sizes, metrics, seconds
     iter-01/reveal/       rounds.csv, instructions.csv, completions.csv, forget.jsonl, retain.jsonl, reveal.json
@@ -24,13 +25,16 @@ It stops after ``iterations`` rounds or when the best instruction's mean reward 
     probes/               true_forget.jsonl, retain.jsonl: the probe rows every release measures
 
 A killed procedure continues with ``resume=True``: finished stages are read back, a release run
-resumes from its checkpoint.
+resumes from its checkpoint. While a procedure lives, ``out`` is claimed like a run directory: a
+second procedure there is refused at once (:class:`geffect.errors.RunInUseError` naming the
+holder); each release run claims its own ``iter-XX/release`` folder (its own lock file).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +44,7 @@ import pandas as pd
 import yaml
 
 from geffect.procedures.concepts import Concept, get_concept
+from geffect.training.claim import LOCK_FILE, claim_run_dir
 from geffect.training.config import ConfigError, UnlearnConfig, from_known_fields
 from geffect.training.data import stable_seed
 from geffect.training.rundir import read_json, write_json
@@ -209,32 +214,55 @@ def reveal_release(concept: str | None = None, model: str | None = None, out: st
 
     Settings are :class:`RevealReleaseConfig` fields as keywords (``iterations=2``, ``policy="random"``,
     ``lambda1=0`` ...) or a whole ``config``. ``resume=True`` continues the procedure in ``out``.
+    ``out`` is claimed for the whole procedure: while another live process holds it, this one is
+    refused before any work with a :class:`geffect.errors.RunInUseError` naming the directory and holder.
     """
     if out is None:
         raise ConfigError("reveal_release needs out= (the output directory)")
     out = Path(out)
     given = {k: v for k, v in dict(concept=concept, model=model, **settings).items() if v is not None}
-    saved_path = out / CONFIG_FILE
-    if saved_path.is_file():
-        if not resume:
-            raise ConfigError(f"{str(out)!r} already holds a reveal-release run; pass resume=True (CLI: --resume) "
-                              "to continue it or choose another directory")
-        saved = RevealRelease(out).config
+    _check_not_foreign(out)
+    # whether out may be continued is decided from its config file, under the claim (no other writer then)
+    claim = claim_run_dir(out, resume=True, status_file=STATUS_FILE)
+    with claim:
+        try:
+            config = _settled_config(out, config, given, resume)
+            (out / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        except BaseException:
+            claim.abandon()  # nothing started: what the claim wrote (and a folder it created) goes again
+            raise
+        _Procedure(config, out, progress).run()
+    return RevealRelease(out)
+
+
+def _check_not_foreign(out: Path) -> None:
+    """Refuse a file, or a non-empty folder holding no reveal-release procedure, before the claim writes
+    there. A claim's own files (left by a procedure killed before it saved its config) do not count."""
+    if not out.exists() or (out / CONFIG_FILE).is_file():
+        return
+    if not out.is_dir() or set(os.listdir(out)) - {LOCK_FILE, STATUS_FILE}:
+        raise ConfigError(f"{str(out)!r} is not empty and holds no reveal-release run; choose a new or empty "
+                          "out directory")
+
+
+def _settled_config(out: Path, config: RevealReleaseConfig | None, given: dict[str, Any],
+                    resume: bool) -> RevealReleaseConfig:
+    """The validated config of the procedure in ``out``: the saved one when resuming (refused if ``config``
+    or the ``given`` settings differ from it), else ``config`` updated with ``given``."""
+    if not (out / CONFIG_FILE).is_file():
+        settled = RevealReleaseConfig.from_dict({**(config.to_dict() if config else {}), **given})
+    elif not resume:
+        raise ConfigError(f"{str(out)!r} already holds a reveal-release run; pass resume=True (CLI: --resume) "
+                          "to continue it or choose another directory")
+    else:
+        settled = RevealRelease(out).config
         wanted = {**(config.to_dict() if config else {}), **given}
-        changed = [f"{k}: saved {getattr(saved, k)!r}, given {v!r}" for k, v in wanted.items() if getattr(saved, k) != v]
+        changed = [f"{k}: saved {getattr(settled, k)!r}, given {v!r}" for k, v in wanted.items()
+                   if getattr(settled, k) != v]
         if changed:
             raise ConfigError(f"cannot resume {str(out)!r} with different settings ({'; '.join(changed)})")
-        config = saved
-    else:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise ConfigError(f"{str(out)!r} is not empty and holds no reveal-release run; choose a new or empty "
-                              "out directory")
-        config = RevealReleaseConfig.from_dict({**(config.to_dict() if config else {}), **given})
-    config.validate()
-    out.mkdir(parents=True, exist_ok=True)
-    saved_path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    _Procedure(config, out, progress).run()
-    return RevealRelease(out)
+    settled.validate()
+    return settled
 
 
 class _Procedure:
@@ -250,7 +278,7 @@ class _Procedure:
         from geffect.models import load
 
         started = time.perf_counter()
-        write_json(self.out / STATUS_FILE, {"status": "running", "iterations": 0, "message": None})
+        self._write_status(status="running", iterations=0, message=None)
         try:
             self.scorer = self.concept.scorer()
             model, tokenizer = load(self.config.model)
@@ -265,10 +293,15 @@ class _Procedure:
                 run = self._run(i)
                 model, tokenizer = run.model, run.tokenizer
         except BaseException as err:
-            write_json(self.out / STATUS_FILE, {"status": "failed", "message": f"{type(err).__name__}: {err}"})
+            self._write_status(status="failed", message=f"{type(err).__name__}: {err}")
             raise
-        write_json(self.out / STATUS_FILE, {"status": status, "iterations": done, "message": message,
-                                            "seconds": time.perf_counter() - started})
+        self._write_status(status=status, iterations=done, message=message, seconds=time.perf_counter() - started)
+
+    def _write_status(self, **fields: Any) -> None:
+        """Replace status.json with ``fields``, keeping the claim's owner record (a refused second
+        procedure reads it to name the holder)."""
+        owner = read_json(self.out / STATUS_FILE).get("owner")
+        write_json(self.out / STATUS_FILE, {**fields, "owner": owner} if owner else fields)
 
     def _run(self, i: int):
         from geffect.training import Run

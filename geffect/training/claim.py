@@ -8,6 +8,11 @@ writer is told who holds the run. The claim also refuses what is not a run: a fi
 unwritable directory, or a non-empty folder that geffect did not write (a user's files are
 never overwritten). Locks are per host; run directories on a network file system shared by
 several hosts rely on that file system's ``flock`` support.
+
+A procedure that keeps its status in a file of its own (Reveal and Release: ``status.json``)
+claims its directory with ``status_file=``: the owner goes into that file, and only that file
+marks the folder as geffect's (a procedure's folder is not taken for an unlearning run's). The
+runs a procedure starts in its subdirectories claim those, each with its own lock file.
 """
 
 from __future__ import annotations
@@ -24,7 +29,11 @@ from geffect.errors import InputError, RunInUseError
 from geffect.training.rundir import STATUS_FILE, read_json, write_json
 
 LOCK_FILE = ".geffect.lock"
-_OWN_FILES = {LOCK_FILE, STATUS_FILE, f".{STATUS_FILE}.tmp"}
+
+
+def _own_files(status_file: str) -> set[str]:
+    """The files a claim itself writes (the lock and the status file, with its temporary name)."""
+    return {LOCK_FILE, status_file, f".{status_file}.tmp"}
 
 
 @dataclass
@@ -34,7 +43,8 @@ class RunClaim:
     path: Path
     fd: int | None
     created: bool
-    info: dict[str, Any] = field(default_factory=dict)  # run.json as found before the claim
+    info: dict[str, Any] = field(default_factory=dict)  # the status file as found before the claim
+    status_file: str = STATUS_FILE
 
     def release(self) -> None:
         """Let the directory go (idempotent)."""
@@ -45,9 +55,10 @@ class RunClaim:
     def abandon(self) -> None:
         """Undo a claim whose run never started: remove what the claim wrote, then release."""
         try:
-            if not read_json(self.path / STATUS_FILE).get("status"):
-                if set(os.listdir(self.path)) <= _OWN_FILES:
-                    for name in _OWN_FILES:
+            if not read_json(self.path / self.status_file).get("status"):
+                own = _own_files(self.status_file)
+                if set(os.listdir(self.path)) <= own:
+                    for name in own:
                         (self.path / name).unlink(missing_ok=True)
                     if self.created:
                         self.path.rmdir()
@@ -90,17 +101,18 @@ def owner_alive(info: dict[str, Any]) -> bool | None:
     return True
 
 
-def run_info(path: Path) -> dict[str, Any] | None:
-    """The run.json of a geffect run directory, or None if ``path`` holds no geffect run.json."""
-    info = read_json(path / STATUS_FILE)  # DamagedRunError when present but unreadable
+def run_info(path: Path, status_file: str = STATUS_FILE) -> dict[str, Any] | None:
+    """The status file (run.json unless given) of a geffect directory, or None if ``path`` holds no
+    status file that geffect wrote (one with a status or an owner)."""
+    info = read_json(path / status_file)  # DamagedRunError when present but unreadable
     return info if {"status", "owner"} & set(info) else None
 
 
-def _check_not_foreign(path: Path) -> None:
+def _check_not_foreign(path: Path, status_file: str) -> None:
     """Refuse a non-empty directory that geffect did not write."""
     entries = sorted(os.listdir(path))
     foreign = [e for e in entries if e != LOCK_FILE]
-    if foreign and run_info(path) is None:
+    if foreign and run_info(path, status_file) is None:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise InputError(f"{str(path)!r} is not empty and is not a geffect run directory (it holds {shown}); "
                          "choose a new or empty out directory")
@@ -115,8 +127,9 @@ def _open_lock(path: Path) -> int:
         raise InputError(f"cannot write in run directory {str(path)!r}: {err.strerror}") from None
 
 
-def _lock(path: Path) -> int:
-    """An fd holding the exclusive lock of ``path``'s lock file; RunInUseError if a live run holds it."""
+def _lock(path: Path, status_file: str) -> int:
+    """An fd holding the exclusive lock of ``path``'s lock file; RunInUseError if a live run holds it
+    (naming the owner recorded in ``status_file``)."""
     for _ in range(5):
         fd = _open_lock(path)
         try:
@@ -124,7 +137,7 @@ def _lock(path: Path) -> int:
         except BlockingIOError:
             os.close(fd)
             try:
-                info = read_json(path / STATUS_FILE)
+                info = read_json(path / status_file)
             except InputError:
                 info = {}
             raise RunInUseError(f"run directory {str(path)!r} is in use by a live run ({describe_owner(info)}); "
@@ -153,27 +166,28 @@ def check_out_dir(path: str | Path, what: str = "run directory") -> None:
                          f"cannot create {what} {str(path)!r}: {str(nearest)!r} is not writable")
 
 
-def claim_run_dir(path: str | Path, *, resume: bool) -> RunClaim:
+def claim_run_dir(path: str | Path, *, resume: bool, status_file: str = STATUS_FILE) -> RunClaim:
     """Claim ``path`` for one writer (creating it), or raise an :class:`InputError` saying why not.
 
     Refused: a path that is a file or cannot be created or written; a non-empty directory that
     is not a geffect run; a run held by a live process (:class:`RunInUseError`); an existing run
-    when ``resume`` is false. Records the owner in run.json. Hold the claim for the run's life.
+    when ``resume`` is false. Records the owner in ``status_file`` (run.json, or the status file
+    of a procedure that keeps its own). Hold the claim for the run's life.
     """
     path = Path(path)
     check_out_dir(path)
     created = not path.exists()
     if not created:
-        _check_not_foreign(path)
+        _check_not_foreign(path, status_file)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"cannot create run directory {str(path)!r}: {err.strerror or err}") from None
-    fd = _lock(path)
-    claim = RunClaim(path, fd, created)
+    fd = _lock(path, status_file)
+    claim = RunClaim(path, fd, created, status_file=status_file)
     try:
-        _check_not_foreign(path)
-        claim.info = read_json(path / STATUS_FILE)
+        _check_not_foreign(path, status_file)
+        claim.info = read_json(path / status_file)
         status = claim.info.get("status")
         if status and not resume:
             where = f"status {status!r}, step {claim.info.get('step')} of {claim.info.get('total_steps')}"
@@ -181,7 +195,7 @@ def claim_run_dir(path: str | Path, *, resume: bool) -> RunClaim:
                 where += f"; its process ({describe_owner(claim.info)}) has ended, so it can be resumed"
             raise InputError(f"{str(path)!r} already holds a run ({where}); pass resume=True (CLI: --resume) to "
                              "continue it or choose another out directory")
-        write_json(path / STATUS_FILE, {**claim.info, "owner": owner_record()})
+        write_json(path / status_file, {**claim.info, "owner": owner_record()})
     except BaseException:
         claim.release()
         raise
