@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 from test_training_support import oracle_values, toy_model, world_tokenizer
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from geffect.data import collate, encode_qa, load_world
 from geffect.training.callback import GEffectCallback
@@ -22,7 +24,7 @@ class Rows(torch.utils.data.Dataset):
         return self.examples[i]
 
 
-def train_with_callback(out, **extra):
+def train_with_callback(out, more_callbacks=(), **extra):
     """Three SGD steps of a HF Trainer on the toy model with the callback recording two probes."""
     tokenizer = world_tokenizer()
     world = load_world()
@@ -35,7 +37,7 @@ def train_with_callback(out, **extra):
                              optim="sgd", lr_scheduler_type="constant", max_grad_norm=0.0, report_to=[],
                              save_strategy="no", logging_strategy="no", use_cpu=True, disable_tqdm=True,
                              dataloader_num_workers=0, **extra)
-    trainer = Trainer(model=model, args=args, train_dataset=Rows(train), callbacks=[callback],
+    trainer = Trainer(model=model, args=args, train_dataset=Rows(train), callbacks=[callback, *more_callbacks],
                       data_collator=lambda examples: collate(examples, tokenizer))
     trainer.train()
     return callback, start, train, probes
@@ -89,3 +91,21 @@ def test_gradient_checkpointing_gives_the_same_records(trained, tmp_path):
     other = checkpointed.effects.set_index(keys)["value"].sort_index()
     assert plain.index.equals(other.index)
     assert torch.allclose(torch.tensor(other.to_numpy()), torch.tensor(plain.to_numpy()), rtol=1e-5, atol=1e-9)
+
+
+class FreezeWatch(TrainerCallback):
+    """Notes gc.get_freeze_count() at the end of every step."""
+
+    def __init__(self):
+        self.counts = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.counts.append(gc.get_freeze_count())
+
+
+def test_the_heap_is_frozen_during_training_and_unfrozen_after(tmp_path):
+    assert gc.get_freeze_count() == 0
+    watch = FreezeWatch()
+    train_with_callback(tmp_path, more_callbacks=[watch])
+    assert len(watch.counts) == 3 and min(watch.counts) > 0
+    assert gc.get_freeze_count() == 0

@@ -10,6 +10,8 @@ clipped if ``max_grad_norm > 0``; parameters still θ_s) keeps the gradient and 
 the applied update at θ_s in one pass (see :mod:`geffect.training.recording`). Note the gradient seen there
 is the one the optimiser uses: set ``max_grad_norm=0`` for the unclipped objective gradient.
 Gradients must live in ``.grad`` (plain, DDP or LoRA training; not DeepSpeed ZeRO / FSDP).
+From ``on_train_begin`` to ``on_train_end`` the objects alive at the start are kept out of garbage
+collections (:func:`geffect.training.heap.steady_heap`), as in ``geffect.unlearn``'s step loop.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from transformers import TrainerCallback
 
 from geffect.data.loader import load_rows
 from geffect.training.data import Encoder, ProbeSet
+from geffect.training.heap import steady_heap
 from geffect.training.recording import StepRecord, StepRecorder
 from geffect.training.records import RecordWriter, read_table
 
@@ -57,6 +60,7 @@ class GEffectCallback(TrainerCallback):
         self._writer = RecordWriter(self.out) if self.out is not None else None
         self._pending: tuple[StepRecord, dict[str, Any]] | None = None
         self._current: tuple[StepRecord, dict[str, Any]] | None = None
+        self._heap = contextlib.ExitStack()  # holds steady_heap() from on_train_begin to on_train_end
 
     # -- tables ---------------------------------------------------------------------------------
 
@@ -104,6 +108,10 @@ class GEffectCallback(TrainerCallback):
             autocast = lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)  # noqa: E731
         self.recorder = StepRecorder(model, probes, self.directions, self.granularity, self.chunk_size,
                                      autocast=autocast or contextlib.nullcontext)
+        # entered last, once nothing here can fail; transformers has no hook for a training that raises,
+        # so a freeze left by one is lifted here before the next training freezes again
+        self._heap.close()
+        self._heap.enter_context(steady_heap())
 
     def on_pre_optimizer_step(self, args, state, control, lr_scheduler=None, **kwargs):
         step = state.global_step
@@ -138,6 +146,7 @@ class GEffectCallback(TrainerCallback):
         if self.recorder is not None:
             self.recorder.close()
             self.recorder = None
+        self._heap.close()
 
     # -- bookkeeping ----------------------------------------------------------------------------
 
