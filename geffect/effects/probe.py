@@ -105,10 +105,12 @@ class _Backprop:
                  length: int, width: int, device: torch.device, label_rows: torch.Tensor | None = None):
         self.rules, self.directions, self.columns = rules, directions, columns
         self.size, self.length = size, length
-        self.label_rows = label_rows
-        # rows that are labels, not instances or tokens (when the counts coincide, rows are instances)
-        count = None if label_rows is None else label_rows.numel()
-        self.labels = count if count not in (None, size, size * length) else None
+        # row count -> instance of each row, for outputs whose rows are not the instances themselves:
+        # the batch's tokens, then the label rows (a count equal to the instances' means instances)
+        self.owners = {size * length: torch.arange(size * length, device=device) // length}
+        if label_rows is not None:
+            self.owners.setdefault(label_rows.numel(), label_rows)
+        self.owners.pop(size, None)
         self.values = torch.zeros(len(directions), size, width, dtype=torch.float64, device=device)
         self.roots: list[torch.Tensor] = []
         self.outputs: list[torch.Tensor] = []
@@ -120,7 +122,7 @@ class _Backprop:
         outputs = [(k, t) for k, t in enumerate(tensor_leaves(output)) if t.requires_grad]
         if not outputs:
             return None
-        if any(t.dim() and t.shape[0] not in (self.size, self.size * self.length, self.labels) for _, t in outputs):
+        if any(t.dim() and t.shape[0] != self.size and t.shape[0] not in self.owners for _, t in outputs):
             self.stray.add(site.index)
         replaced = None
         if len(outputs) > 1:
@@ -155,10 +157,8 @@ class _Backprop:
         for d, effect in enumerate(effects):
             if effect is None:
                 continue
-            if effect.dim() and effect.shape[0] == tokens != size:
-                effect = effect.reshape(size, self.length, *effect.shape[1:]).sum(1)
-            elif effect.dim() and effect.shape[0] == self.labels:
-                effect = effect.new_zeros(size, *effect.shape[1:]).index_add_(0, self.label_rows, effect)
+            if effect.dim() and effect.shape[0] in self.owners:  # row effects summed per instance
+                effect = effect.new_zeros(size, *effect.shape[1:]).index_add_(0, self.owners[effect.shape[0]], effect)
             if effect.dim() not in (1, 2) or effect.shape[0] != size:
                 raise RuntimeError(f"module {site.path!r} gave per-row effects shaped {tuple(effect.shape)}: its "
                                    f"rows are neither the {size} instances nor their {tokens} tokens, so geffect "

@@ -75,8 +75,8 @@ def takes_label_mask(model: nn.Module) -> bool:
     if known is None:
         known = False
         for module in model.modules():
-            forward = inspect.unwrap(getattr(type(module), "forward", None) or (lambda: None))
-            code = getattr(forward, "__code__", None)
+            forward = getattr(type(module), "forward", None)
+            code = getattr(inspect.unwrap(forward), "__code__", None) if forward is not None else None
             if code is not None and "logits_to_keep" in code.co_varnames:
                 known = "slice_logits_to_keep" in code.co_names
                 break
