@@ -76,6 +76,23 @@ def test_answer_loss_matches_the_model_loss(micro) -> None:
     assert hits.shape == (5,) and not hits.any()  # an untrained model gets nothing exactly right
 
 
+def test_label_smoothing_mixes_the_nll_with_the_mean_over_the_vocabulary(micro) -> None:
+    """(1 - eps) * NLL + eps * mean over the vocabulary of -log p, by hand from the model's logits."""
+    world, tokenizer = micro
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config(tokenizer, **MICRO))
+    batch = collate([encode_qa(tokenizer, r["question"], r["answer"]) for r in world["full"].select(range(3))],
+                    tokenizer)
+    smoothed, _ = answer_loss(model, batch, label_smoothing=0.2)
+    logp = torch.log_softmax(model(**batch).logits[:, :-1], dim=-1)
+    target = batch["labels"][:, 1:]
+    where = target != -100
+    nll = -logp[where].gather(-1, target[where][:, None]).squeeze(-1)
+    uniform = -logp[where].mean(-1)
+    torch.testing.assert_close(smoothed, (0.8 * nll + 0.2 * uniform).mean())
+    assert TrainConfig().label_smoothing == 0.2  # the shipped models are built with it
+
+
 def test_memorise_reaches_exact_recall_on_a_micro_set(micro) -> None:
     world, tokenizer = micro
     rows = world["full"].select(range(8))

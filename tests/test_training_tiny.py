@@ -49,11 +49,11 @@ def test_the_defaults_visibly_unlearn_the_shipped_target(tmp_path, objective):
 
 @pytest.mark.slow
 def test_ga_in_the_demo_starts_with_a_visible_g_effect(tmp_path):
-    """The shipped target is memorised only until its recall targets hold, not to zero loss: GA's
-    first-step forget G-effect, with the demo's settings, is not lost beside its later spike. A target
-    memorised to zero loss gave 1e-5 of the largest. Issue #9 asks for 1 %; the rebuilt tiny gives 0.51 %
-    (a known miss, reported on the issue), so this guards against a return to the zero-loss regime."""
+    """The shipped target is memorised only until its recall targets hold, with label smoothing, not to
+    zero loss: GA's first-step forget G-effect, with the demo's settings, is at least 1 % of its largest
+    per-step value (issue #9). A target memorised to zero loss gave 1e-5 of the largest; the build
+    without label smoothing gave 0.5 %."""
     from geffect.reporting import tables
 
     run = geffect.unlearn("ga", model="tiny", forget="forget10", steps=20, out=tmp_path / "ga", progress=False)
-    assert tables.first_step_share(run.effects, "forget") >= 0.002
+    assert tables.first_step_share(run.effects, "forget") >= 0.01
