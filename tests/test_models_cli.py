@@ -34,6 +34,24 @@ def test_build_world_rejects_unknown_models(capsys) -> None:
     assert "unknown model(s) huge" in capsys.readouterr().err
 
 
+def test_build_world_passes_label_smoothing_and_rejects_a_bad_one(monkeypatch, capsys) -> None:
+    import geffect.models
+
+    seen = {}
+
+    def fake_build(out_root, **kwargs):
+        seen.update(kwargs)
+        return {"models": {}, "wall_seconds": 0.0, "cpu_seconds": 0.0, "total_bytes": 0}
+
+    monkeypatch.setattr(geffect.models, "build_world_models", fake_build)
+    assert main(["build-world", "--label-smoothing", "0"]) == 0
+    assert seen["train_config"].label_smoothing == 0.0
+    assert main(["build-world"]) == 0
+    assert seen["train_config"].label_smoothing == 0.2
+    assert main(["build-world", "--label-smoothing", "1.5"]) == 2
+    assert "--label-smoothing must be in [0, 1), got 1.5" in capsys.readouterr().err
+
+
 def test_demo_runs_a_study_and_writes_the_report(tmp_path: Path, capsys) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--objectives", "ga,npo", "--steps", "2",

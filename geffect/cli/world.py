@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 from geffect.cli import UserError
 
@@ -28,12 +29,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=2,
                         help="models trained at once, one process each (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker (default 1)")
+    parser.add_argument("--label-smoothing", type=float, default=None,
+                        help="label smoothing of the answer loss (default 0.2, the shipped models'; 0 trains "
+                             "on the plain NLL, closer to zero loss)")
     parser.set_defaults(func=run_build_world)
 
 
 def run_build_world(args: argparse.Namespace) -> int:
     from geffect.models import MODEL_SPECS, build_world_models
     from geffect.models.build import build_data
+    from geffect.models.train import TrainConfig
 
     if args.world_only:
         print(json.dumps(build_data(args.seed, args.world_dir, args.tasks_dir, args.scorers_dir), indent=2))
@@ -44,9 +49,14 @@ def run_build_world(args: argparse.Namespace) -> int:
         raise UserError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODEL_SPECS)}")
     if args.threads < 1 or args.workers < 1:
         raise UserError(f"--threads and --workers must be at least 1, got {args.threads} and {args.workers}")
+    config = TrainConfig()
+    if args.label_smoothing is not None:
+        if not 0 <= args.label_smoothing < 1:
+            raise UserError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
+        config = replace(config, label_smoothing=args.label_smoothing)
     report = build_world_models(args.models_dir, seed=args.seed, names=names, world_dir=args.world_dir,
                                 tasks_dir=args.tasks_dir, scorers_dir=args.scorers_dir, workers=args.workers,
-                                threads=args.threads)
+                                threads=args.threads, train_config=config)
     for name, entry in report["models"].items():
         missed = [target for target, holds in entry["targets"].items() if not holds]
         print(f"{name:14s} {entry['parameters']:,} params, {entry['epochs_run']} epochs, "
