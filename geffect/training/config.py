@@ -25,8 +25,9 @@ from geffect.schema import DIRECTION_GRADIENT, DIRECTION_UPDATE
 DEFAULT_STEPS = 30
 DEFAULT_PROBE_SIZE = 32
 # AdamW learning rate that visibly unlearns the shipped ``tiny`` target in DEFAULT_STEPS steps with
-# GA, NPO and WGA (rebuilt tiny, probes of 32: forget risk 0.15 -> 3.9 / 3.1 / 6.6 nats per token,
-# retain 0.14 -> 0.54 / 0.45 / 2.1); 1e-4 left the tiny before the rebuild where it was.
+# GA, NPO and WGA (label-smoothed tiny, probes of 32: forget risk 0.40 -> 9.8 / 6.2 / 7.4 nats per
+# token, retain 0.36 -> 7.8 / 4.3 / 5.6, i.e. past forgetting into collapse for GA-type objectives);
+# 1e-4 left the tiny of the first build where it was.
 DEFAULT_LR = 5e-4
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("constant", "linear", "cosine")
