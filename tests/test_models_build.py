@@ -17,7 +17,13 @@ from geffect.evaluation.generation import greedy_answers
 from geffect.models import TrainConfig, load, memorise, tiny_config
 from geffect.models.build import build_model
 from geffect.models.curriculum import TASK_PARTS
-from geffect.models.train import answer_loss, length_grouped_batches, lr_factor
+from geffect.models.train import (
+    BigramPrior,
+    answer_loss,
+    length_grouped_batches,
+    lr_factor,
+    smoothing_prior,
+)
 
 MICRO = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
              num_key_value_heads=2)
@@ -90,7 +96,50 @@ def test_label_smoothing_mixes_the_nll_with_the_mean_over_the_vocabulary(micro) 
     nll = -logp[where].gather(-1, target[where][:, None]).squeeze(-1)
     uniform = -logp[where].mean(-1)
     torch.testing.assert_close(smoothed, (0.8 * nll + 0.2 * uniform).mean())
-    assert TrainConfig().label_smoothing == 0.2  # the shipped models are built with it
+
+
+
+def test_bigram_prior_by_hand() -> None:
+    """Two examples; the prior counts what follows each token among the labels, never the label itself."""
+    examples = [{"input_ids": [1, 2, 3, 2, 4], "labels": [-100, -100, 3, 2, 4]},
+                {"input_ids": [5, 2, 3, 0], "labels": [-100, 2, 3, 0]}]
+    # label transitions (previous -> label): 2->3, 3->2, 2->4, 5->2, 2->3, 3->0; unigram over labels 3,2,4,2,3,0
+    prior = BigramPrior(examples, vocab_size=6, backoff=0.25)
+    q = prior(torch.tensor([2, 3, 1]), torch.tensor([3, 2, 5]))
+    unigram = torch.tensor([1, 0, 2, 2, 1, 0.0])
+    expected = torch.zeros(3, 6)
+    def without(token: int) -> torch.Tensor:
+        kept = unigram.clone()
+        kept[token] = 0
+        return kept / kept.sum()
+
+    expected[0] = 0.75 * torch.tensor([0, 0, 0, 0, 1, 0.0]) + 0.25 * without(3)  # after 2: 3 (twice, the label) and 4
+    expected[1] = 0.75 * torch.tensor([1, 0, 0, 0, 0, 0.0]) + 0.25 * without(2)  # after 3: 2 (the label) and 0
+    expected[2] = unigram / unigram.sum()  # token 1 is never followed by a label: unigram only
+    torch.testing.assert_close(q, expected)
+    assert torch.all(q[torch.arange(2), torch.tensor([3, 2])] == 0)
+    with pytest.raises(ValueError, match="backoff"):
+        BigramPrior(examples, 6, backoff=1.5)
+
+
+def test_answer_loss_with_a_prior_by_hand(micro) -> None:
+    world, tokenizer = micro
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config(tokenizer, **MICRO))
+    examples = [encode_qa(tokenizer, r["question"], r["answer"]) for r in world["full"].select(range(4))]
+    batch = collate(examples, tokenizer)
+    prior = BigramPrior(examples, model.config.vocab_size)
+    loss, _ = answer_loss(model, batch, label_smoothing=0.2, prior=prior)
+    logp = torch.log_softmax(model(**batch).logits[:, :-1], dim=-1)
+    target = batch["labels"][:, 1:]
+    where = target != -100
+    q = prior(batch["input_ids"][:, :-1][where], target[where])
+    nll = -logp[where].gather(-1, target[where][:, None]).squeeze(-1)
+    torch.testing.assert_close(loss, (0.8 * nll - 0.2 * (q * logp[where]).sum(-1)).mean())
+    assert TrainConfig().label_smoothing == 0.2 and TrainConfig().smoothing_prior == "bigram"  # the shipped build
+    assert smoothing_prior(TrainConfig(smoothing_prior="uniform"), examples, 10) is None
+    with pytest.raises(ValueError, match="smoothing_prior"):
+        smoothing_prior(TrainConfig(smoothing_prior="unigram"), examples, 10)
 
 
 def test_memorise_reaches_exact_recall_on_a_micro_set(micro) -> None:

@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--label-smoothing", type=float, default=None,
                         help="label smoothing of the answer loss (default 0.2, the shipped models'; 0 trains "
                              "on the plain NLL, closer to zero loss)")
+    parser.add_argument("--smoothing-prior", choices=("bigram", "uniform"), default=None,
+                        help="where the smoothed mass goes: tokens that follow the previous one in the training "
+                             "labels (bigram, the default) or every token (uniform)")
     parser.set_defaults(func=run_build_world)
 
 
@@ -54,6 +57,8 @@ def run_build_world(args: argparse.Namespace) -> int:
         if not 0 <= args.label_smoothing < 1:
             raise UserError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
         config = replace(config, label_smoothing=args.label_smoothing)
+    if args.smoothing_prior is not None:
+        config = replace(config, smoothing_prior=args.smoothing_prior)
     report = build_world_models(args.models_dir, seed=args.seed, names=names, world_dir=args.world_dir,
                                 tasks_dir=args.tasks_dir, scorers_dir=args.scorers_dir, workers=args.workers,
                                 threads=args.threads, train_config=config)

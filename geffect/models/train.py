@@ -40,11 +40,53 @@ class TrainConfig:
     check_from: int = 5  # with a stop rule: first epoch after which it is asked
     check_every: int = 1  # ... and every how many epochs from then on
     seed: int = 0
-    # Spread this much of each label's target mass over the vocabulary. Without it the
-    # targets memorise to NLL ~0.15 and an unlearning objective's first steps have almost
-    # no gradient to act on (issue 9); at 0.2 they stop near NLL 0.4, as TOFU's targets do
-    # rather than at zero loss (Szegedy et al. 2016, "Rethinking the Inception Architecture").
+    # Move this much of each label's target mass to other tokens. Without it the targets
+    # memorise to NLL ~0.15 and an unlearning objective's first steps have almost no gradient
+    # to act on (issue 9); at 0.2 they stop near NLL 0.3 (label smoothing: Szegedy et al. 2016,
+    # "Rethinking the Inception Architecture").
     label_smoothing: float = 0.2
+    # Where that mass goes: "bigram" (the tokens that follow the previous token elsewhere in the
+    # training labels, see BigramPrior) or "uniform" (every token; nucleus sampling then draws
+    # about 3 tokens in 10 from that floor and the target's own samples read as noise).
+    smoothing_prior: str = "bigram"
+    prior_backoff: float = 0.1  # share of the bigram prior given to the answer-token unigram
+
+
+class BigramPrior:
+    """Smoothing targets from the training labels: q(v | previous token), the label token itself excluded.
+
+    Counts which token follows which at label positions of the training examples, leaves the
+    label out, renormalises, and mixes in ``backoff`` of the label-token unigram (also without
+    the label), which alone serves a previous token never followed by anything else. Mass moved
+    here lands on tokens that plausibly come next, so the smoothed model's alternatives are
+    words of its training text, not a floor over the whole vocabulary.
+    """
+
+    def __init__(self, examples: Sequence[dict[str, list[int]]], vocab_size: int, backoff: float = 0.1) -> None:
+        if not 0 <= backoff <= 1:
+            raise ValueError(f"backoff must be in [0, 1], got {backoff}")
+        self.counts = torch.zeros(vocab_size, vocab_size)
+        unigram = torch.zeros(vocab_size)
+        for example in examples:
+            ids, labels = torch.tensor(example["input_ids"]), torch.tensor(example["labels"])
+            where = labels[1:] != IGNORE_INDEX
+            previous, following = ids[:-1][where], labels[1:][where]
+            self.counts.index_put_((previous, following), torch.ones(len(previous)), accumulate=True)
+            unigram.index_add_(0, following, torch.ones(len(following)))
+        self.unigram = unigram
+        self.backoff = backoff
+
+    def __call__(self, previous: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(N, V) distributions for N label positions with these previous and target tokens."""
+        rows = torch.arange(len(target))
+        bigram = self.counts[previous]
+        bigram[rows, target] = 0
+        unigram = self.unigram.expand(len(target), -1).clone()
+        unigram[rows, target] = 0
+        unigram = unigram / unigram.sum(-1, keepdim=True).clamp_min(1e-12)
+        total = bigram.sum(-1, keepdim=True)
+        bigram = torch.where(total > 0, bigram / total.clamp_min(1e-12), unigram)
+        return (1 - self.backoff) * bigram + self.backoff * unigram
 
 
 def lr_factor(step: int, total: int, warmup: int, floor: float) -> float:
@@ -55,20 +97,27 @@ def lr_factor(step: int, total: int, warmup: int, floor: float) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def answer_loss(model: Any, batch: dict[str, torch.Tensor],
-                label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def answer_loss(model: Any, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0,
+                prior: BigramPrior | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean next-token cross-entropy over label positions, and per row whether the arg-max is right everywhere.
 
-    With ``label_smoothing`` 0 the loss is the NLL; above 0 each target is mixed with the
-    uniform distribution. Logits are computed only where a label is predicted (the answer),
-    which skips most of the output-layer work on prompt tokens.
+    With ``label_smoothing`` 0 the loss is the NLL; above 0 each target keeps 1 - ``label_smoothing``
+    of its mass and the rest goes to ``prior`` (None: uniform over the vocabulary). Logits are
+    computed only where a label is predicted (the answer), which skips most of the output-layer
+    work on prompt tokens.
     """
     hidden = model.get_decoder()(input_ids=batch["input_ids"],
                                  attention_mask=batch["attention_mask"]).last_hidden_state
     target = batch["labels"][:, 1:]
     where = target != IGNORE_INDEX
     logits = model.get_output_embeddings()(hidden[:, :-1][where])
-    loss = torch.nn.functional.cross_entropy(logits, target[where], label_smoothing=label_smoothing)
+    if prior is None or label_smoothing == 0:
+        loss = torch.nn.functional.cross_entropy(logits, target[where], label_smoothing=label_smoothing)
+    else:
+        logp = torch.log_softmax(logits, dim=-1)
+        nll = -logp.gather(-1, target[where][:, None]).squeeze(-1)
+        spread = -(prior(batch["input_ids"][:, :-1][where], target[where]) * logp).sum(-1)
+        loss = ((1 - label_smoothing) * nll + label_smoothing * spread).mean()
     hit = torch.ones_like(target, dtype=torch.bool)
     hit[where] = logits.detach().argmax(-1) == target[where]
     return loss, hit.all(dim=1)
@@ -85,6 +134,16 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, generator: t
         batches.extend(chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size))
     permutation = torch.randperm(len(batches), generator=generator).tolist()
     return [batches[i] for i in permutation]
+
+
+def smoothing_prior(config: TrainConfig, examples: Sequence[dict[str, list[int]]],
+                    vocab_size: int) -> BigramPrior | None:
+    """The prior ``config`` asks for (None: uniform, or no smoothing)."""
+    if config.smoothing_prior not in ("bigram", "uniform"):
+        raise ValueError(f"smoothing_prior must be 'bigram' or 'uniform', got {config.smoothing_prior!r}")
+    if config.smoothing_prior == "uniform" or config.label_smoothing == 0:
+        return None
+    return BigramPrior(examples, vocab_size, config.prior_backoff)
 
 
 StopRule = Callable[[Any, Any], tuple[bool, dict[str, float]]]
@@ -110,6 +169,7 @@ def memorise(model: Any, tokenizer: Any, examples: Sequence[dict[str, list[int]]
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total, warmup, config.min_lr_ratio))
     lengths = [len(ex["input_ids"]) for ex in examples]
+    prior = smoothing_prior(config, examples, model.get_output_embeddings().out_features)
     model.train()
     history = []
     start = time.perf_counter()
@@ -118,7 +178,7 @@ def memorise(model: Any, tokenizer: Any, examples: Sequence[dict[str, list[int]]
         loss_sum, exact = 0.0, 0
         for indices in length_grouped_batches(lengths, config.batch_size, generator):
             batch = collate([examples[i] for i in indices], tokenizer)
-            loss, hits = answer_loss(model, batch, config.label_smoothing)
+            loss, hits = answer_loss(model, batch, config.label_smoothing, prior)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
