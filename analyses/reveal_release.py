@@ -33,15 +33,15 @@ It writes under ``--out`` (default ``analyses/out/reveal_release``):
 * ``results.md`` — every table above in one markdown file (what the README section quotes).
 
 Sizes. The default (``--size quick``: 2 iterations, 15 bandit rounds, 10 release steps, 40
-evaluation examples) takes 6.4 CPU-minutes for both concepts (measured: 54 wall minutes on the
-shared two-core machine at load ~12, a few minutes on a quiet one);
+evaluation examples) takes 3.9 wall minutes for both concepts with ``--jobs 1`` on two cores
+running one other job (54 minutes on a two-core machine shared at load ~12);
 ``--size full`` is issue #11's size (4 iterations, 60 rounds, 30 steps, 200 examples)::
 
     python analyses/reveal_release.py                       # quick
     python analyses/reveal_release.py --size full --fresh   # the issue's size (about 4x longer)
 
 Any of ``--iterations --rounds --steps --eval-examples`` overrides the size. The Release lr is
-1e-2 (``--lr``), not the procedure's default 1e-3: on the rebuilt ``tiny``, 20 steps of NPO + retain
+1e-2 (``--lr``), not the procedure's default 1e-3: on ``tiny`` as built before label smoothing, 20 steps of NPO + retain
 NLL in a rank-8 LoRA on the true forget data raise the held-out forget risk from 0.14 to 0.15
 nats/token (persons) at 1e-3, to 9.0 at 1e-2 (toxicity: 1.15 to 1.5, and to 7.1). Concepts run in
 parallel processes (``--jobs``, one thread each). A rerun reuses finished stages; ``--fresh``

@@ -136,8 +136,11 @@ def test_answer_loss_with_a_prior_by_hand(micro) -> None:
     q = prior(batch["input_ids"][:, :-1][where], target[where])
     nll = -logp[where].gather(-1, target[where][:, None]).squeeze(-1)
     torch.testing.assert_close(loss, (0.8 * nll - 0.2 * (q * logp[where]).sum(-1)).mean())
-    assert TrainConfig().label_smoothing == 0.2 and TrainConfig().smoothing_prior == "bigram"  # the shipped build
-    assert smoothing_prior(TrainConfig(smoothing_prior="uniform"), examples, 10) is None
+    assert TrainConfig().label_smoothing == 0.2 and TrainConfig().smoothing_prior == "uniform"  # the shipped build
+    assert smoothing_prior(TrainConfig(), examples, 10) is None
+    assert isinstance(smoothing_prior(TrainConfig(smoothing_prior="bigram"), examples, model.config.vocab_size),
+                      BigramPrior)
+    assert smoothing_prior(TrainConfig(smoothing_prior="bigram", label_smoothing=0), examples, 10) is None
     with pytest.raises(ValueError, match="smoothing_prior"):
         smoothing_prior(TrainConfig(smoothing_prior="unigram"), examples, 10)
 

@@ -46,10 +46,10 @@ def test_build_world_passes_label_smoothing_and_rejects_a_bad_one(monkeypatch, c
     monkeypatch.setattr(geffect.models, "build_world_models", fake_build)
     assert main(["build-world", "--label-smoothing", "0"]) == 0
     assert seen["train_config"].label_smoothing == 0.0
-    assert main(["build-world", "--smoothing-prior", "uniform"]) == 0
-    assert seen["train_config"].label_smoothing == 0.2 and seen["train_config"].smoothing_prior == "uniform"
-    assert main(["build-world"]) == 0
+    assert main(["build-world", "--smoothing-prior", "bigram"]) == 0
     assert seen["train_config"].label_smoothing == 0.2 and seen["train_config"].smoothing_prior == "bigram"
+    assert main(["build-world"]) == 0
+    assert seen["train_config"].label_smoothing == 0.2 and seen["train_config"].smoothing_prior == "uniform"
     assert main(["build-world", "--label-smoothing", "1.5"]) == 2
     assert "--label-smoothing must be in [0, 1), got 1.5" in capsys.readouterr().err
 

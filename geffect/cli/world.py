@@ -33,8 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="label smoothing of the answer loss (default 0.2, the shipped models'; 0 trains "
                              "on the plain NLL, closer to zero loss)")
     parser.add_argument("--smoothing-prior", choices=("bigram", "uniform"), default=None,
-                        help="where the smoothed mass goes: tokens that follow the previous one in the training "
-                             "labels (bigram, the default) or every token (uniform)")
+                        help="where the smoothed mass goes: every token (uniform, the default) or the tokens "
+                             "that follow the previous one in the training labels (bigram)")
     parser.set_defaults(func=run_build_world)
 
 

@@ -42,14 +42,16 @@ class TrainConfig:
     seed: int = 0
     # Move this much of each label's target mass to other tokens. Without it the targets
     # memorise to NLL ~0.15 and an unlearning objective's first steps have almost no gradient
-    # to act on (issue 9); at 0.2 they stop near NLL 0.3 (label smoothing: Szegedy et al. 2016,
-    # "Rethinking the Inception Architecture").
+    # to act on (issue 9); at 0.2 they stop near NLL 0.37 (label smoothing: Szegedy et al.
+    # 2016, "Rethinking the Inception Architecture").
     label_smoothing: float = 0.2
-    # Where that mass goes: "bigram" (the tokens that follow the previous token elsewhere in the
-    # training labels, see BigramPrior) or "uniform" (every token; nucleus sampling then draws
-    # about 3 tokens in 10 from that floor and the target's own samples read as noise).
-    smoothing_prior: str = "bigram"
-    prior_backoff: float = 0.1  # share of the bigram prior given to the answer-token unigram
+    # Where that mass goes. "uniform" (the shipped models): every token, which leaves a floor
+    # that nucleus sampling draws about 3 tokens in 10 from, so sampled text reads as noise,
+    # while greedy answers stay robust. "bigram" (BigramPrior): the tokens that follow the
+    # previous token in the training labels; samples stay fluent, but those few alternatives sit
+    # close enough to the answer that a few unlearning steps flip greedy answers everywhere.
+    smoothing_prior: str = "uniform"
+    prior_backoff: float = 0.1  # bigram prior: share given to the answer-token unigram
 
 
 class BigramPrior:
