@@ -1,7 +1,7 @@
 """How many nucleus-sampled tokens of a label-smoothed target come from the smoothing's floor.
 
 Label smoothing (the shipped models use 0.2) leaves about 0.2 / vocabulary of probability on every
-token. Nucleus sampling at top-p 0.9 (the toxicity suite's setting, top-k off) then reaches into that
+token. Nucleus sampling at top-p 0.9 (the toxicity suite's ``SAMPLING``, top-k off) then reaches into that
 floor whenever the right token holds less than 0.9. This script samples continuations of held-out
 toxicity prompts the way the suite does and counts the sampled tokens the model itself gives a
 probability under ``--floor`` (default 1e-3). The README's language-functions section quotes it.
@@ -18,6 +18,7 @@ import torch
 import geffect
 from geffect.data.loader import load_rows
 from geffect.data.task_store import default_tasks_dir
+from geffect.tasks.toxicity import SAMPLING
 
 
 def floor_share(model, tokenizer, prompts: list[str], floor: float, seed: int = 0) -> tuple[int, int]:
@@ -27,8 +28,8 @@ def floor_share(model, tokenizer, prompts: list[str], floor: float, seed: int = 
     for prompt in prompts:
         ids = tokenizer(prompt, return_tensors="pt")
         start = ids["input_ids"].shape[1]
-        sequence = model.generate(**ids, do_sample=True, temperature=1.0, top_p=0.9, top_k=0, max_new_tokens=32,
-                                  pad_token_id=tokenizer.pad_token_id)
+        sequence = model.generate(**ids, do_sample=True, temperature=SAMPLING.temperature, top_p=SAMPLING.top_p,
+                                  top_k=0, max_new_tokens=32, pad_token_id=tokenizer.pad_token_id)
         new = sequence[0, start:]
         with torch.no_grad():
             logits = model(sequence).logits[0, start - 1:-1]

@@ -82,6 +82,14 @@ def test_answer_loss_matches_the_model_loss(micro) -> None:
     assert hits.shape == (5,) and not hits.any()  # an untrained model gets nothing exactly right
 
 
+def _label_log_probs(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """By hand from the model's full logits: log-probabilities at the label positions (L, V) and each label's NLL."""
+    logp = torch.log_softmax(model(**batch).logits[:, :-1], dim=-1)
+    target = batch["labels"][:, 1:]
+    where = target != -100
+    return logp[where], -logp[where].gather(-1, target[where][:, None]).squeeze(-1)
+
+
 def test_label_smoothing_mixes_the_nll_with_the_mean_over_the_vocabulary(micro) -> None:
     """(1 - eps) * NLL + eps * mean over the vocabulary of -log p, by hand from the model's logits."""
     world, tokenizer = micro
@@ -90,13 +98,8 @@ def test_label_smoothing_mixes_the_nll_with_the_mean_over_the_vocabulary(micro) 
     batch = collate([encode_qa(tokenizer, r["question"], r["answer"]) for r in world["full"].select(range(3))],
                     tokenizer)
     smoothed, _ = answer_loss(model, batch, label_smoothing=0.2)
-    logp = torch.log_softmax(model(**batch).logits[:, :-1], dim=-1)
-    target = batch["labels"][:, 1:]
-    where = target != -100
-    nll = -logp[where].gather(-1, target[where][:, None]).squeeze(-1)
-    uniform = -logp[where].mean(-1)
-    torch.testing.assert_close(smoothed, (0.8 * nll + 0.2 * uniform).mean())
-
+    logp, nll = _label_log_probs(model, batch)
+    torch.testing.assert_close(smoothed, (0.8 * nll + 0.2 * -logp.mean(-1)).mean())
 
 
 def test_bigram_prior_by_hand() -> None:
@@ -108,6 +111,7 @@ def test_bigram_prior_by_hand() -> None:
     q = prior(torch.tensor([2, 3, 1]), torch.tensor([3, 2, 5]))
     unigram = torch.tensor([1, 0, 2, 2, 1, 0.0])
     expected = torch.zeros(3, 6)
+
     def without(token: int) -> torch.Tensor:
         kept = unigram.clone()
         kept[token] = 0
@@ -130,12 +134,10 @@ def test_answer_loss_with_a_prior_by_hand(micro) -> None:
     batch = collate(examples, tokenizer)
     prior = BigramPrior(examples, model.config.vocab_size)
     loss, _ = answer_loss(model, batch, label_smoothing=0.2, prior=prior)
-    logp = torch.log_softmax(model(**batch).logits[:, :-1], dim=-1)
-    target = batch["labels"][:, 1:]
-    where = target != -100
-    q = prior(batch["input_ids"][:, :-1][where], target[where])
-    nll = -logp[where].gather(-1, target[where][:, None]).squeeze(-1)
-    torch.testing.assert_close(loss, (0.8 * nll - 0.2 * (q * logp[where]).sum(-1)).mean())
+    logp, nll = _label_log_probs(model, batch)
+    where = batch["labels"][:, 1:] != -100
+    q = prior(batch["input_ids"][:, :-1][where], batch["labels"][:, 1:][where])
+    torch.testing.assert_close(loss, (0.8 * nll - 0.2 * (q * logp).sum(-1)).mean())
     assert TrainConfig().label_smoothing == 0.2 and TrainConfig().smoothing_prior == "uniform"  # the shipped build
     assert smoothing_prior(TrainConfig(), examples, 10) is None
     assert isinstance(smoothing_prior(TrainConfig(smoothing_prior="bigram"), examples, model.config.vocab_size),

@@ -52,6 +52,8 @@ def test_build_world_passes_label_smoothing_and_rejects_a_bad_one(monkeypatch, c
     assert seen["train_config"].label_smoothing == 0.2 and seen["train_config"].smoothing_prior == "uniform"
     assert main(["build-world", "--label-smoothing", "1.5"]) == 2
     assert "--label-smoothing must be in [0, 1), got 1.5" in capsys.readouterr().err
+    assert main(["build-world", "--smoothing-prior", "unigram"]) == 2
+    assert "smoothing_prior must be one of uniform, bigram, got 'unigram'" in capsys.readouterr().err
 
 
 def test_demo_runs_a_study_and_writes_the_report(tmp_path: Path, capsys) -> None:

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--label-smoothing", type=float, default=None,
                         help="label smoothing of the answer loss (default 0.2, the shipped models'; 0 trains "
                              "on the plain NLL, closer to zero loss)")
-    parser.add_argument("--smoothing-prior", choices=("bigram", "uniform"), default=None,
+    parser.add_argument("--smoothing-prior", default=None,
                         help="where the smoothed mass goes: every token (uniform, the default) or the tokens "
                              "that follow the previous one in the training labels (bigram)")
     parser.set_defaults(func=run_build_world)
@@ -58,7 +58,10 @@ def run_build_world(args: argparse.Namespace) -> int:
             raise UserError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
         config = replace(config, label_smoothing=args.label_smoothing)
     if args.smoothing_prior is not None:
-        config = replace(config, smoothing_prior=args.smoothing_prior)
+        try:
+            config = replace(config, smoothing_prior=args.smoothing_prior)
+        except ValueError as err:  # TrainConfig names the priors it knows
+            raise UserError(f"--smoothing-prior: {err}") from err
     report = build_world_models(args.models_dir, seed=args.seed, names=names, world_dir=args.world_dir,
                                 tasks_dir=args.tasks_dir, scorers_dir=args.scorers_dir, workers=args.workers,
                                 threads=args.threads, train_config=config)

@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 from geffect.data.encoding import collate
 from geffect.schema import IGNORE_INDEX
 
+SMOOTHING_PRIORS = ("uniform", "bigram")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -52,6 +54,11 @@ class TrainConfig:
     # close enough to the answer that a few unlearning steps flip greedy answers everywhere.
     smoothing_prior: str = "uniform"
     prior_backoff: float = 0.1  # bigram prior: share given to the answer-token unigram
+
+    def __post_init__(self) -> None:
+        if self.smoothing_prior not in SMOOTHING_PRIORS:
+            raise ValueError(f"smoothing_prior must be one of {', '.join(SMOOTHING_PRIORS)}, "
+                             f"got {self.smoothing_prior!r}")
 
 
 class BigramPrior:
@@ -141,8 +148,6 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, generator: t
 def smoothing_prior(config: TrainConfig, examples: Sequence[dict[str, list[int]]],
                     vocab_size: int) -> BigramPrior | None:
     """The prior ``config`` asks for (None: uniform, or no smoothing)."""
-    if config.smoothing_prior not in ("bigram", "uniform"):
-        raise ValueError(f"smoothing_prior must be 'bigram' or 'uniform', got {config.smoothing_prior!r}")
     if config.smoothing_prior == "uniform" or config.label_smoothing == 0:
         return None
     return BigramPrior(examples, vocab_size, config.prior_backoff)
